@@ -1,0 +1,21 @@
+# All targets use a local .venv; `make test` and `make demo` install first (a no-op when current).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo_run
+
+.PHONY: install test test-all demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh cpu
+	touch $@
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/matta demo --workdir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

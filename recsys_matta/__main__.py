@@ -1,0 +1,3 @@
+from recsys_matta.cli import main
+
+main()

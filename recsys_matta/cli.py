@@ -1,0 +1,77 @@
+"""`matta` command line. Each command parses its arguments and calls one library function;
+heavy imports (torch, torchrec, mlflow) happen inside the commands so `matta --help` is fast."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+convert_app = typer.Typer(no_args_is_help=True, help="Turn public datasets into day partitions.")
+app.add_typer(convert_app, name="convert")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., help="Output root; writes <out>/day=YYYY-MM-DD/part-*.parquet"),
+    days: int = typer.Option(..., min=1, help="Number of days"),
+    rows_per_day: int = typer.Option(..., min=1, help="Rows per day"),
+    seed: int = typer.Option(0, help="Random seed (same seed, same bytes)"),
+    start_date: str = typer.Option("2026-01-01", help="First day, YYYY-MM-DD"),
+) -> None:
+    """Generate synthetic <user, context, item> days with a hidden Teacher."""
+    from recsys_matta.data.synthetic import generate as run
+
+    try:
+        start = date.fromisoformat(start_date)
+    except ValueError:
+        _fail(f"--start-date {start_date!r} is not YYYY-MM-DD")
+    run(out=out, days=days, rows_per_day=rows_per_day, seed=seed, start_date=start)
+
+
+@convert_app.command("movielens")
+def convert_movielens(
+    input: Path = typer.Option(..., help="Folder with ratings.csv, movies.csv, tags.csv"),
+    out: Path = typer.Option(..., help="Output root for partitions"),
+    period: str = typer.Option("week", help="Partition period: day, week or month"),
+) -> None:
+    """MovieLens (latest-small layout) -> partitions; label = rating >= 4."""
+    from recsys_matta.data.adapters.movielens import convert
+
+    convert(input_dir=input, out=out, period=period)
+
+
+@convert_app.command("criteo")
+def convert_criteo(
+    input: Path = typer.Option(..., help="Criteo file: public TSV (no header) or CSV with header"),
+    out: Path = typer.Option(..., help="Output root for partitions"),
+    days: int = typer.Option(1, min=1, help="Split the rows into N consecutive days"),
+    start_date: str = typer.Option("2026-01-01", help="Day of the first partition"),
+) -> None:
+    """Criteo display-ads data -> N consecutive day partitions."""
+    from recsys_matta.data.adapters.criteo import convert
+
+    convert(input_path=input, out=out, days=days, start_date=date.fromisoformat(start_date))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    from recsys_matta.errors import UserError
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as e:  # expected bad input: one clear line, no traceback
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

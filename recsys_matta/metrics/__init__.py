@@ -1,0 +1,1 @@
+"""recsys_matta.metrics"""
