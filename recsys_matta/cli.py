@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="recsys-matta: MatTA online CTR training (data, training, MLflow registry).")
 convert_app = typer.Typer(no_args_is_help=True, help="Turn public datasets into day partitions.")
 app.add_typer(convert_app, name="convert")
 
@@ -35,7 +35,8 @@ def generate(
         start = date.fromisoformat(start_date)
     except ValueError:
         _fail(f"--start-date {start_date!r} is not YYYY-MM-DD")
-    run(out=out, days=days, rows_per_day=rows_per_day, seed=seed, start_date=start)
+    written = run(out=out, days=days, rows_per_day=rows_per_day, seed=seed, start_date=start)
+    typer.echo(f"wrote {len(written)} days x {rows_per_day} rows to {out}")
 
 
 @convert_app.command("movielens")
@@ -47,7 +48,8 @@ def convert_movielens(
     """MovieLens (latest-small layout) -> partitions; label = rating >= 4."""
     from recsys_matta.data.adapters.movielens import convert
 
-    convert(input_dir=input, out=out, period=period)
+    written = convert(input_dir=input, out=out, period=period)
+    typer.echo(f"wrote {len(written)} {period} partitions ({written[0]}..{written[-1]}) to {out}")
 
 
 @convert_app.command("criteo")
@@ -60,7 +62,31 @@ def convert_criteo(
     """Criteo display-ads data -> N consecutive day partitions."""
     from recsys_matta.data.adapters.criteo import convert
 
-    convert(input_path=input, out=out, days=days, start_date=date.fromisoformat(start_date))
+    try:
+        start = date.fromisoformat(start_date)
+    except ValueError:
+        _fail(f"--start-date {start_date!r} is not YYYY-MM-DD")
+    written = convert(input_path=input, out=out, days=days, start_date=start)
+    typer.echo(f"wrote {len(written)} days ({written[0]}..{written[-1]}) to {out}")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root with day partitions"),
+    workdir: Path = typer.Option(..., help="Run directory: checkpoints, metrics.jsonl"),
+    days: Optional[str] = typer.Option(None, help="YYYY-MM-DD..YYYY-MM-DD, a comma list, or all"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    force: bool = typer.Option(False, help="Redo days that are already finished"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=0.01"),
+) -> None:
+    """Online MatTA training, day by day, with progressive validation."""
+    from rich.console import Console
+
+    from recsys_matta.train.job import prepare, train_job
+
+    spec_, cfg = prepare(spec, config, overrides or [])
+    train_job(spec_, cfg, data, workdir, days_expr=days, force=force, console=Console())
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,209 @@
+"""Run configuration: typed, validated, loaded from YAML plus dotted `key=value` overrides.
+
+`preset` picks a base `ModelConfig` (recsys_matta.models.presets); `model.*` keys override it.
+Unknown keys are errors that name the key and the source (file or override).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys_matta.models.config import ModelConfig
+from recsys_matta.specs.loading import SpecError, read_yaml, validate_mapping
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LossConfig(_Strict):
+    """MatTA loss `ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D` (DESIGN.md section 5).
+
+    Args:
+        w_student: ω_S, weight of BCE(student, label).
+        w_ta: ω_TA, weight of BCE(TA, label).
+        w_distill: ω_D, weight of BCE(student, stopgrad(TA)).
+        distill_delay: steps with the distillation term off.
+        distill_ramp: steps over which its weight then rises linearly from 0 to 1.
+        label: training label, the Teacher's soft label (`teacher`) or the event (`event`).
+    """
+
+    w_student: float = Field(1.0, ge=0)
+    w_ta: float = Field(1.0, ge=0)
+    w_distill: float = Field(1.0, ge=0)
+    distill_delay: int = Field(0, ge=0)
+    distill_ramp: int = Field(1000, ge=0)
+    label: Literal["teacher", "event"] = "teacher"
+
+
+class OptimConfig(_Strict):
+    """Optimizers of the trained (MatTA) model.
+
+    Args:
+        dense: optimizer of dense (non-embedding) parameters: `shampoo` (heavyball SOAP:
+            Shampoo's Kronecker-factored eigenbasis with Adam grafted in it), `adam` or `adagrad`.
+        lr: dense learning rate.
+        betas: Adam / SOAP (β1, β2).
+        weight_decay: decoupled weight decay of dense parameters.
+        epsilon: ε of the second-moment denominator.
+        precondition_frequency: steps between recomputations of Shampoo's eigenbasis.
+        start_preconditioning_step: steps run with plain Adam (the grafting method) before Shampoo
+            preconditioning starts.
+        max_preconditioner_dim: largest preconditioned dim; larger dims are split into blocks of
+            this size (never silently left unpreconditioned).
+        shampoo_beta: EMA factor of the Kronecker factor statistics.
+        embedding_lr: learning rate of row-wise Adagrad on the embedding tables.
+        embedding_eps: ε of row-wise Adagrad.
+    """
+
+    dense: Literal["shampoo", "adam", "adagrad"] = "shampoo"
+    lr: float = Field(3e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    epsilon: float = Field(1e-8, gt=0)
+    precondition_frequency: int = Field(20, ge=1)
+    start_preconditioning_step: int = Field(0, ge=0)
+    max_preconditioner_dim: int = Field(1024, ge=1)
+    shampoo_beta: float = Field(0.95, ge=0, lt=1)
+    embedding_lr: float = Field(0.05, gt=0)
+    embedding_eps: float = Field(1e-8, gt=0)
+
+
+class BaselineConfig(_Strict):
+    """The production baseline: the Student architecture alone with a first-order optimizer,
+    trained on the same stream in the same run (or loaded from a checkpoint and frozen).
+
+    Args:
+        enabled: train / evaluate a baseline.
+        optimizer: `adam` or `adagrad` for its dense parameters (embeddings: row-wise Adagrad).
+        lr: its dense learning rate.
+        checkpoint: load the baseline's weights from this trainer checkpoint and keep them
+            frozen, instead of training it.
+    """
+
+    enabled: bool = True
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    checkpoint: str | None = None
+
+
+class TrainConfig(_Strict):
+    """The online loop.
+
+    Args:
+        batch_size: training batch size (per rank).
+        eval_batch_size: batch size of the progressive-validation pass.
+        shuffle_buffer: rows of the bounded within-day shuffle buffer (0 = file order).
+        seed: seed of initialisation, shuffling and everything random.
+        device: `cpu`, `cuda` or `auto`.
+        eval_label: label of the reported metrics (`auto` = the training label).
+        max_batches_per_day: cap on training batches per day (smoke tests); None = the whole day.
+        keep_checkpoints: per-day checkpoints kept (the newest; >= 2 so `--force` can redo a day).
+        progress: progress bars on long work.
+        threads: torch intra-op threads (0 = torch's default).
+    """
+
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    shuffle_buffer: int = Field(0, ge=0)
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    eval_label: Literal["auto", "teacher", "event"] = "auto"
+    max_batches_per_day: int | None = Field(None, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    progress: bool = True
+    threads: int = Field(0, ge=0)
+
+
+class RunConfig(_Strict):
+    """Everything a training run needs besides the spec and the data.
+
+    Args:
+        preset: base model preset (`small`, `default`, `large`); `model.*` keys override it.
+        student_only: train the Student alone (no TA, no distillation): the "Shampoo only" and
+            production arms of the ablations.
+        model: model architecture (after the preset).
+        loss: loss weights and schedule.
+        optim: optimizers of the trained model.
+        baseline: the production baseline trained alongside.
+        train: the online loop.
+        experiment: MLflow experiment name.
+        registered_model: MLflow registered model name of the Student.
+    """
+
+    preset: str = "default"
+    student_only: bool = False
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    train: TrainConfig = TrainConfig()
+    experiment: str = "matta"
+    registered_model: str = "matta-student"
+
+    @model_validator(mode="after")
+    def _checks(self) -> "RunConfig":
+        if not self.model.share_params and self.student_only:
+            raise ValueError("share_params=False needs a TA (student_only=false)")
+        return self
+
+
+def _set_dotted(data: dict, key: str, value: object, source: str) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"{source}: {key}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
+    """`["optim.lr=0.01", "model.mlp_ta=[256,64]"]` -> [("optim.lr", 0.01), ...] (YAML values)."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"override {item!r}: expected key=value (e.g. optim.lr=0.01)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def resolve_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+) -> RunConfig:
+    """YAML file (optional) + `base` dict + dotted overrides -> validated RunConfig."""
+    from recsys_matta.models.presets import PRESETS
+
+    data: dict = copy.deepcopy(base) if base else {}
+    source = "run config"
+    if path is not None:
+        loaded = read_yaml(path)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise SpecError(f"{path}: expected a mapping at the top level")
+        data.update(loaded)
+        source = str(path)
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(data, key, value, "override")
+    preset = data.get("preset", "default")
+    if preset not in PRESETS:
+        raise SpecError(f"{source}: preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise SpecError(f"{source}: model: expected a mapping")
+    data["model"] = {**PRESETS[preset].model_dump(), **model}
+    return validate_mapping(RunConfig, data, source + (" + overrides" if overrides else ""))

@@ -1,0 +1,70 @@
+"""`matta train`: resolve spec + config, run the online loop, print the per-day table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from recsys_matta.specs import FeatureSpec, load_spec
+from recsys_matta.specs.config import RunConfig, resolve_config
+from recsys_matta.train.checkpoint import atomic_write_text
+from recsys_matta.train.dist import DistContext
+from recsys_matta.train.loop import MetricsSink, OnlineTrainer
+
+
+def prepare(spec_path: Path, config_path: Path | None, overrides: list[str]) -> tuple[FeatureSpec, RunConfig]:
+    return load_spec(spec_path), resolve_config(config_path, overrides)
+
+
+def train_job(
+    spec: FeatureSpec,
+    cfg: RunConfig,
+    data: Path,
+    workdir: Path,
+    days_expr: str | None = None,
+    force: bool = False,
+    sinks: tuple[MetricsSink, ...] = (),
+    ctx: DistContext | None = None,
+    console: Console | None = None,
+) -> tuple[OnlineTrainer, list[dict]]:
+    """Run the online loop over the selected days; returns the trainer and the new records."""
+    ctx = ctx or DistContext.from_env(cfg.train.device)
+    workdir = Path(workdir)
+    trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=ctx, sinks=sinks, force=force)
+    days = trainer.reader.select_days(days_expr)
+    if ctx.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workdir / "run_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
+    records = trainer.run(days)
+    if ctx.is_main and console is not None:
+        console.print(summary_table(trainer.history))
+    return trainer, records
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{100 * x:+.2f}%" if pct else f"{x:.4f}"
+
+
+def summary_table(history: list[dict]) -> Table:
+    """Per-day AucLoss of Student / TA / baseline and the relative improvements."""
+    t = Table(title="AucLoss = 1 - AUROC per day (progressive validation; lower is better)")
+    for col in ("day", "rows", "student", "ta", "baseline", "student vs base", "ta vs base", "loss"):
+        t.add_column(col, justify="right")
+    for r in history:
+        t.add_row(
+            r["day"],
+            str(r.get("eval_rows", "")),
+            _fmt(r["student"]["auc_loss"]),
+            _fmt(r["ta"]["auc_loss"]) if r.get("ta") else "-",
+            _fmt(r["baseline"]["auc_loss"]) if r.get("baseline") else "-",
+            _fmt(r.get("student_rel_improvement"), pct=True),
+            _fmt(r.get("ta_rel_improvement"), pct=True),
+            _fmt(r.get("loss", {}).get("loss/total")),
+        )
+    return t

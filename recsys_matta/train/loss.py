@@ -1,0 +1,66 @@
+"""The MatTA loss (paper section 3.1, binary case; DESIGN.md section 5).
+
+    L_S  = BCE(σ(logit_S),  y)
+    L_TA = BCE(σ(logit_TA), y)
+    L_D  = BCE(σ(logit_S),  stopgrad(σ(logit_TA)))     # no gradient reaches the TA through L_D
+    L    = ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D
+
+All terms from logits with `binary_cross_entropy_with_logits` (stable for large |logit|).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recsys_matta.specs.config import LossConfig
+
+
+def distill_ramp(step: int, delay: int, ramp: int) -> float:
+    """0 for the first `delay` steps, then linear from 0 to 1 over `ramp` steps, then 1.
+
+    `step` counts optimizer steps from 0. With ramp = 0 the weight jumps to 1 at `delay`.
+    """
+    if step < delay:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - delay) / ramp)
+
+
+@dataclass
+class LossTerms:
+    """The total loss and each term (terms detached, for logging)."""
+
+    total: Tensor
+    student: Tensor
+    ta: Tensor | None
+    distill: Tensor | None
+    ramp: float
+
+    def as_floats(self) -> dict[str, float]:
+        out = {"loss/total": float(self.total.detach()), "loss/student": float(self.student)}
+        if self.ta is not None:
+            out["loss/ta"] = float(self.ta)
+        if self.distill is not None:
+            out["loss/distill"] = float(self.distill)
+            out["loss/distill_ramp"] = self.ramp
+        return out
+
+
+def matta_loss(
+    logit_s: Tensor, logit_ta: Tensor | None, y: Tensor, step: int, cfg: LossConfig
+) -> LossTerms:
+    """logit_s, logit_ta, y: (B,). `logit_ta=None` is the Student-only loss ω_S L_S."""
+    l_s = F.binary_cross_entropy_with_logits(logit_s, y)
+    if logit_ta is None:
+        total = cfg.w_student * l_s
+        return LossTerms(total, l_s.detach(), None, None, 0.0)
+    l_ta = F.binary_cross_entropy_with_logits(logit_ta, y)
+    l_d = F.binary_cross_entropy_with_logits(logit_s, torch.sigmoid(logit_ta.detach()))
+    r = distill_ramp(step, cfg.distill_delay, cfg.distill_ramp)
+    total = cfg.w_student * l_s + cfg.w_ta * l_ta + (r * cfg.w_distill) * l_d
+    return LossTerms(total, l_s.detach(), l_ta.detach(), l_d.detach(), r)

@@ -1,0 +1,178 @@
+"""Optimizers: Shampoo (heavyball SOAP) or a first-order method for dense parameters, row-wise
+Adagrad for embedding tables (sparse gradients break every Shampoo implementation).
+
+Parameter groups are built in one place (`split_parameters`): names under the model's `ebc.`
+child are embedding rows, everything else is dense.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import heavyball
+import heavyball.utils
+import torch
+from torch import nn
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from recsys_matta.specs.config import OptimConfig
+
+# heavyball compiles its update by default (11.5 s first step on CPU and recompiles later, see
+# FACTS.md). Eager everywhere: the step is a handful of small matmuls per weight.
+heavyball.utils.compile_mode = None
+
+EMBEDDING_PREFIX = "ebc."
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(embedding parameters, dense parameters) of a model whose tables live in `model.ebc`."""
+    emb, dense = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (emb if name.startswith(EMBEDDING_PREFIX) or f".{EMBEDDING_PREFIX}" in name else dense).append(p)
+    return emb, dense
+
+
+class Shampoo:
+    """Shampoo in the SOAP form (heavyball `SOAP`): Kronecker-factored statistics `L = Σ G Gᵀ`,
+    `R = Σ Gᵀ G` per weight matrix (one matrix per nested weight: the Student block inside the TA
+    block is preconditioned jointly, as long as each dim <= `max_preconditioner_dim`; larger dims
+    are split into blocks), eigenbases recomputed every `precondition_frequency` steps, and an
+    Adam update in that eigenbasis (Adam grafted onto Shampoo's directions; bias-corrected).
+    For the first `start_preconditioning_step` steps it runs plain AdamW (the grafting method),
+    as Meta's distributed Shampoo does.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], cfg: OptimConfig):
+        self.params = list(params)
+        self.start = cfg.start_preconditioning_step
+        self.soap = heavyball.SOAP(
+            self.params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            shampoo_beta=cfg.shampoo_beta,
+            eps=cfg.epsilon,
+            weight_decay=cfg.weight_decay,
+            precondition_frequency=cfg.precondition_frequency,
+            max_precond_dim=cfg.max_preconditioner_dim,
+            split=True,
+            use_precond_schedule=False,
+        )
+        self.graft = (
+            torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
+            if self.start > 0
+            else None
+        )
+        self.steps = 0
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.soap.param_groups
+
+    def step(self) -> None:
+        if self.graft is not None and self.steps < self.start:
+            self.graft.step()
+        else:
+            self.soap.step()
+        self.steps += 1
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.zero_()
+
+    def state_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "soap": self.soap.state_dict(),
+            "graft": None if self.graft is None else self.graft.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        self.soap.load_state_dict(state["soap"])
+        if self.graft is not None and state["graft"] is not None:
+            self.graft.load_state_dict(state["graft"])
+
+    def preconditioner_factors(self, param: nn.Parameter) -> list[torch.Tensor] | None:
+        """Shampoo's Kronecker factors [L (out x out), R (in x in)] of a 2-D weight, or None
+        before the first preconditioning step (for the paper's Figure 4 heatmap)."""
+        state = self.soap.state.get(param)
+        if not state:
+            return None
+        inner = state.get(0, state)  # heavyball keys per-block state by block index
+        for key, value in inner.items():
+            if str(key).startswith("scale_by_soap_GG") and isinstance(value, list) and value:
+                return [v.reshape(v.shape[-2], v.shape[-1]).detach().clone() for v in value]
+        return None
+
+
+class DenseOptimizer:
+    """A first-order dense optimizer (Adam or Adagrad) with the same small interface as Shampoo."""
+
+    def __init__(self, params: Iterable[nn.Parameter], kind: str, lr: float, cfg: OptimConfig | None = None):
+        params = list(params)
+        cfg = cfg or OptimConfig()
+        if kind == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay
+            )
+        elif kind == "adagrad":
+            self.opt = torch.optim.Adagrad(params, lr=lr, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"unknown first-order optimizer {kind!r}; expected adam or adagrad")
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.opt.param_groups
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
+
+
+class ModelOptimizer:
+    """Dense optimizer + row-wise Adagrad on the embeddings of one model, stepped together."""
+
+    def __init__(self, model: nn.Module, dense_kind: str, lr: float, cfg: OptimConfig):
+        emb, dense = split_parameters(model)
+        if dense_kind == "shampoo":
+            self.dense: Shampoo | DenseOptimizer = Shampoo(dense, cfg.model_copy(update={"lr": lr}))
+        else:
+            self.dense = DenseOptimizer(dense, dense_kind, lr, cfg)
+        self.embedding = (
+            RowWiseAdagrad(emb, lr=cfg.embedding_lr, eps=cfg.embedding_eps) if emb else None
+        )
+
+    def step(self) -> None:
+        self.dense.step()
+        if self.embedding is not None:
+            self.embedding.step()
+
+    def zero_grad(self) -> None:
+        self.dense.zero_grad(set_to_none=True)
+        if self.embedding is not None:
+            self.embedding.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {
+            "dense": self.dense.state_dict(),
+            "embedding": None if self.embedding is None else self.embedding.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dense.load_state_dict(state["dense"])
+        if self.embedding is not None:
+            self.embedding.load_state_dict(state["embedding"])

@@ -1,0 +1,51 @@
+import pytest
+
+from recsys_matta.models.presets import PRESETS
+from recsys_matta.specs import SpecError
+from recsys_matta.specs.config import parse_overrides, resolve_config
+
+
+def test_defaults_resolve_to_the_default_preset():
+    cfg = resolve_config()
+    assert cfg.model == PRESETS["default"]
+    assert cfg.optim.dense == "shampoo"
+
+
+def test_dotted_overrides_are_typed_yaml_values():
+    cfg = resolve_config(overrides=["optim.lr=0.01", "model.mlp_ta=[256, 64]", "model.mlp_student=[64,16]", "loss.label=event"])
+    assert cfg.optim.lr == 0.01
+    assert cfg.model.mlp_ta == [256, 64]
+    assert cfg.loss.label == "event"
+    assert parse_overrides(["a.b=[1,2]"]) == [("a.b", [1, 2])]
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("preset: small\ntrain: {batch_size: 64}\noptim: {lr: 0.5}\n")
+    cfg = resolve_config(p, ["optim.lr=0.25"])
+    assert cfg.preset == "small" and cfg.model == PRESETS["small"]
+    assert cfg.train.batch_size == 64 and cfg.optim.lr == 0.25
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("optim.lrr=1", "optim.lrr: unknown key"),
+        ("train.batch_size=0", "train.batch_size: Input should be greater than or equal to 1"),
+        ("optim.dense=sgd", "optim.dense: Input should be 'shampoo', 'adam' or 'adagrad'"),
+        ("preset=huge", "preset: unknown preset 'huge'"),
+        ("model.d_student=64", "d_student 64 > d_ta"),
+        ("novalue", "expected key=value"),
+    ],
+)
+def test_bad_config_names_the_key(override, fragment):
+    with pytest.raises(SpecError) as e:
+        resolve_config(overrides=[override])
+    assert fragment in str(e.value)
+
+
+def test_bad_config_file_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: {batchsize: 3}\n")
+    with pytest.raises(SpecError, match=r"bad.yaml.*\n.*train.batchsize: unknown key"):
+        resolve_config(p)

@@ -1,0 +1,147 @@
+import json
+import math
+
+import pytest
+import torch
+
+from recsys_matta.errors import UserError
+from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
+from recsys_matta.train.loop import NonFiniteLossError, OnlineTrainer
+from tests.train.conftest import DAYS, tiny_config
+
+
+def _trainer(spec, root, workdir, *extra, **kw):
+    return OnlineTrainer(spec, tiny_config(*extra), root, workdir, **kw)
+
+
+def _records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_state(a: dict, b: dict, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0), k
+
+
+def test_progressive_validation_and_records(spec, synthetic_root, tmp_path):
+    tr = _trainer(spec, synthetic_root, tmp_path)
+    evaluated_at_step = []
+    orig = tr.evaluate
+
+    def spy(day):
+        evaluated_at_step.append(tr.step)
+        return orig(day)
+
+    tr.evaluate = spy
+    out = tr.run(DAYS)
+    steps = [r["train_steps"] for r in out]
+    # each day is evaluated before any of its training steps
+    assert evaluated_at_step == [0, steps[0], steps[0] + steps[1]]
+    recs = _records(tmp_path)
+    assert [r["day"] for r in recs] == DAYS
+    for r in recs:
+        for m in ("student", "ta", "baseline"):
+            assert set(r[m]) >= {"auc_loss", "log_loss", "calibration", "rows"}
+            assert r[m]["rows"] == 1500
+        assert math.isfinite(r["student_rel_improvement"]) and math.isfinite(r["ta_rel_improvement"])
+        assert r["train_rows"] == 1500
+        assert {"loss/student", "loss/ta", "loss/distill", "loss/baseline"} <= set(r["loss"])
+        assert r["reader"]["rows_read"] == 1500
+
+
+def test_checkpoint_round_trip(spec, synthetic_root, tmp_path):
+    a = _trainer(spec, synthetic_root, tmp_path)
+    a.run(DAYS[:1])
+    b = _trainer(spec, synthetic_root, tmp_path)
+    b._restore_before(None)
+    _assert_same_state(a.model.state_dict(), b.model.state_dict())
+    _assert_same_state(a.baseline.state_dict(), b.baseline.state_dict())
+    assert b.step == a.step and b.done_days == DAYS[:1]
+    sa, sb = a.opt.state_dict(), b.opt.state_dict()
+    assert sa["dense"]["steps"] == sb["dense"]["steps"] == a.step
+    assert torch.equal(torch.get_rng_state(), load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[DAYS[0]])["rng"]["torch"])
+
+
+def test_crash_resume_equals_uninterrupted_run(spec, synthetic_root, tmp_path):
+    full = _trainer(spec, synthetic_root, tmp_path / "full")
+    full.run(DAYS)
+
+    crashed = _trainer(spec, synthetic_root, tmp_path / "crash")
+    calls = {"n": 0}
+    orig = crashed.train_step
+
+    def boom(batch, day="?"):
+        if day == DAYS[2]:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("simulated crash")
+        return orig(batch, day)
+
+    crashed.train_step = boom
+    with pytest.raises(KeyboardInterrupt):
+        crashed.run(DAYS)
+    assert [r["day"] for r in _records(tmp_path / "crash")] == DAYS[:2]
+
+    resumed = _trainer(spec, synthetic_root, tmp_path / "crash")
+    out = resumed.run(DAYS)
+    assert [r["day"] for r in out] == [DAYS[2]]
+    _assert_same_state(full.model.state_dict(), resumed.model.state_dict(), atol=1e-6)
+    for ra, rb in zip(_records(tmp_path / "full"), _records(tmp_path / "crash")):
+        for m in ("student", "ta", "baseline"):
+            assert ra[m]["auc_loss"] == pytest.approx(rb[m]["auc_loss"], abs=1e-6)
+
+
+def test_rerun_is_a_noop_and_force_redoes_the_day(spec, synthetic_root, tmp_path):
+    _trainer(spec, synthetic_root, tmp_path).run(DAYS[:2])
+    ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[1]]
+    mtime = ckpt.stat().st_mtime_ns
+    before = _records(tmp_path)
+    assert _trainer(spec, synthetic_root, tmp_path).run(DAYS[:2]) == []
+    assert ckpt.stat().st_mtime_ns == mtime and _records(tmp_path) == before
+
+    redo = _trainer(spec, synthetic_root, tmp_path, force=True).run([DAYS[1]])
+    assert [r["day"] for r in redo] == [DAYS[1]]
+    assert redo[0]["student"]["auc_loss"] == pytest.approx(before[1]["student"]["auc_loss"], abs=1e-6)
+    assert [r["day"] for r in _records(tmp_path)] == DAYS[:2]
+
+
+def test_going_back_in_time_without_force_is_an_error(spec, synthetic_root, tmp_path):
+    _trainer(spec, synthetic_root, tmp_path).run([DAYS[1]])
+    with pytest.raises(UserError, match="before the last finished day"):
+        _trainer(spec, synthetic_root, tmp_path).run([DAYS[0]])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(spec, synthetic_root, tmp_path):
+    tr = _trainer(spec, synthetic_root, tmp_path)
+    tr.run(DAYS[:1])
+    ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
+    good = ckpt.read_bytes()
+    orig_forward = tr.model.forward
+
+    def nan_forward(batch):
+        s, t = orig_forward(batch)
+        return s * float("nan"), t
+
+    tr.model.forward = nan_forward
+    with pytest.raises(NonFiniteLossError, match=f"non-finite loss .* day {DAYS[1]}"):
+        tr.run(DAYS[:2])
+    assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]]
+    assert ckpt.read_bytes() == good
+    assert [r["day"] for r in _records(tmp_path)] == DAYS[:1]
+
+
+def test_student_only_run_has_no_ta(spec, synthetic_root, tmp_path):
+    out = _trainer(spec, synthetic_root, tmp_path, "student_only=true", "optim.dense=adam").run(DAYS[:1])
+    assert "ta" not in out[0] and "ta_rel_improvement" not in out[0]
+    assert set(out[0]["loss"]) == {"loss/total", "loss/student", "loss/baseline"}
+
+
+def test_frozen_baseline_from_checkpoint(spec, synthetic_root, tmp_path):
+    _trainer(spec, synthetic_root, tmp_path / "a").run(DAYS[:1])
+    ckpt = list_checkpoints(tmp_path / "a" / "checkpoints")[DAYS[0]]
+    tr = _trainer(spec, synthetic_root, tmp_path / "b", f"baseline.checkpoint={ckpt}")
+    before = {k: v.clone() for k, v in tr.baseline.state_dict().items()}
+    tr.run(DAYS[1:2])
+    _assert_same_state(before, tr.baseline.state_dict())
+    _assert_same_state(load_checkpoint(ckpt)["baseline"], before)
