@@ -57,6 +57,10 @@ def validate_mapping(model: type[M], data: object, source: str) -> M:
                 msg = "required key is missing"
             elif err["type"] == "union_tag_invalid":
                 msg = "expected kind 'sparse' or 'dense'"
+            elif err["type"] == "union_tag_not_found":
+                msg = "required key 'kind' is missing (expected 'sparse' or 'dense')"
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
             lines.append(f"  {key}: {msg}")
         raise SpecError(f"{source}: invalid {model.__name__}:\n" + "\n".join(lines)) from None
 
