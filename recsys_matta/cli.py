@@ -15,6 +15,11 @@ convert_app = typer.Typer(no_args_is_help=True, help="Turn public datasets into 
 app.add_typer(convert_app, name="convert")
 
 
+def _console():
+    """Rich console; 120 columns when not a terminal (CI logs, schedulers) so tables fit."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -81,16 +86,101 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=0.01"),
 ) -> None:
     """Online MatTA training, day by day, with progressive validation."""
-    from rich.console import Console
-
     from recsys_matta.train.job import prepare, train_job
 
     spec_, cfg = prepare(spec, config, overrides or [])
-    train_job(spec_, cfg, data, workdir, days_expr=days, force=force, console=Console())
+    train_job(spec_, cfg, data, workdir, days_expr=days, force=force, console=_console())
+
+
+@app.command()
+def daily(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root with day partitions"),
+    workdir: Path = typer.Option(..., help="Run directory (checkpoints, metrics, DIR/mlflow.db)"),
+    day: Optional[str] = typer.Option(None, help="The day to run, YYYY-MM-DD"),
+    days: Optional[str] = typer.Option(None, help="Backfill: A..B or a comma list"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    force: bool = typer.Option(False, help="Redo days that are already finished"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """The daily job: evaluate on the day, train on it, log to MLflow, register, gate, Mix'n'Match."""
+    from recsys_matta.pipelines.daily import run_daily
+
+    if (day is None) == (days is None):
+        _fail("give exactly one of --day (the daily run) or --days (a backfill range)")
+    console = _console()
+    out = run_daily(spec, data, workdir, day or days, config, overrides or [], force=force, console=console)
+    if out.tracking_uri:
+        console.print(f"MLflow run {out.run_id}: mlflow ui --backend-store-uri {out.tracking_uri}")
+
+
+@app.command()
+def register(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root (held-out days for the gate)"),
+    workdir: Path = typer.Option(..., help="Run directory with checkpoints"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Register the Student of the newest checkpoint and run the champion gate."""
+    from recsys_matta.pipelines.commands import register_latest
+
+    register_latest(spec, data, workdir, config, overrides or [], console=_console())
+
+
+@app.command()
+def compare(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root"),
+    workdir: Path = typer.Option(..., help="Run directory (metrics.jsonl, mlflow.db)"),
+    days: Optional[str] = typer.Option(None, help="Days to show (default: every finished day)"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Student / TA / baseline / champion AucLoss side by side for the given days."""
+    from recsys_matta.pipelines.commands import compare as run
+
+    run(spec, data, workdir, days, config, overrides or [], console=_console())
+
+
+@app.command()
+def extract(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root"),
+    workdir: Path = typer.Option(..., help="Run directory with checkpoints"),
+    days: Optional[str] = typer.Option(None, help="Held-out days to score on (default: the day after the last trained day)"),
+    register: Optional[list[int]] = typer.Option(None, "--register", help="Register the wide-narrow-wide model with this K (repeatable)"),
+    budget: Optional[int] = typer.Option(None, help="Pick the best model with at most this many dense parameters"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Mix'n'Match: extract Students of many sizes from the trained TA and score each."""
+    from recsys_matta.pipelines.commands import extract_command
+
+    extract_command(spec, data, workdir, days, register or [], budget, config, overrides or [], console=_console())
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo_run"), help="Where data, checkpoints and mlflow.db go"),
+    days: int = typer.Option(4, min=2, help="Synthetic days (the last one is held out for the gate)"),
+    rows_per_day: int = typer.Option(20000, min=1000, help="Rows per synthetic day"),
+    seed: int = typer.Option(0),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """The embedded default end to end: synthetic data, daily backfill, registry, Mix'n'Match."""
+    from recsys_matta.pipelines.demo import run_demo
+
+    run_demo(workdir, days, rows_per_day, seed, overrides or [])
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    import os
+
     from recsys_matta.errors import UserError
+
+    # logs stay readable in scheduler output: no per-download progress bars from MLflow
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     try:
         app(args=argv, standalone_mode=True)

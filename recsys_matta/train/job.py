@@ -55,7 +55,7 @@ def summary_table(history: list[dict]) -> Table:
     """Per-day AucLoss of Student / TA / baseline and the relative improvements."""
     t = Table(title="AucLoss = 1 - AUROC per day (progressive validation; lower is better)")
     for col in ("day", "rows", "student", "ta", "baseline", "student vs base", "ta vs base", "loss"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True, min_width=10 if col == "day" else None)
     for r in history:
         t.add_row(
             r["day"],
@@ -65,6 +65,6 @@ def summary_table(history: list[dict]) -> Table:
             _fmt(r["baseline"]["auc_loss"]) if r.get("baseline") else "-",
             _fmt(r.get("student_rel_improvement"), pct=True),
             _fmt(r.get("ta_rel_improvement"), pct=True),
-            _fmt(r.get("loss", {}).get("loss/total")),
+            _fmt(r.get("loss", {}).get("total")),
         )
     return t

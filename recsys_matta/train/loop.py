@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -168,6 +168,10 @@ class OnlineTrainer:
         self.history = list(state["history"])
         set_rng_state(state["rng"])
 
+    def restore(self) -> None:
+        """Load the newest checkpoint in the work directory (no-op when there is none)."""
+        self._restore_before(None)
+
     def _restore_before(self, day: str | None) -> None:
         """Load the newest checkpoint (day=None) or the state just before `day` (for --force)."""
         ckpts = list_checkpoints(self.ckpt_dir)
@@ -226,7 +230,7 @@ class OnlineTrainer:
             "day": day,
             "day_index": len(self.done_days),
             **metrics,
-            "loss": losses.means(),
+            "loss": {k.removeprefix("loss/"): v for k, v in losses.means().items()},
             "train_rows": int(self.ctx.all_sum([float(losses.rows)])[0]),
             "train_steps": losses.steps,
             "reader": counts,
@@ -252,6 +256,10 @@ class OnlineTrainer:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history)
         atomic_write_text(self.workdir / "metrics.jsonl", text)
 
+    def plain_models(self) -> tuple[MatTAModel, MatTAModel | None]:
+        """Unsharded (model, baseline) holding the current weights, for extraction and export."""
+        return self.model, self.baseline
+
     # ---- evaluation (progressive validation) -------------------------------------------------
     def _batches(self, reader: DayReader, day: str, desc: str) -> Iterator[Batch]:
         total = math.ceil(reader.num_rows(day) / reader.batch_size / self.ctx.world_size)
@@ -262,7 +270,6 @@ class OnlineTrainer:
     @torch.no_grad()
     def evaluate(self, day: str) -> dict:
         """Metrics of every model on all of `day` (none of it seen in training yet)."""
-        models: dict[str, Callable[[Batch], torch.Tensor]] = {}
         self.model.eval()
         has_ta = not self.cfg.student_only
         names = ["student"] + (["ta"] if has_ta else []) + (["baseline"] if self.baseline else [])
@@ -280,7 +287,6 @@ class OnlineTrainer:
             if has_event:
                 cols["event"] = batch.event
             buf.add(**cols)
-        del models
         preds = buf.gather()
         y = preds["label"]
         out: dict = {"eval_label": self.eval_label, "eval_rows": int(len(y))}

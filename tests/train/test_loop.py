@@ -46,7 +46,7 @@ def test_progressive_validation_and_records(spec, synthetic_root, tmp_path):
             assert r[m]["rows"] == 1500
         assert math.isfinite(r["student_rel_improvement"]) and math.isfinite(r["ta_rel_improvement"])
         assert r["train_rows"] == 1500
-        assert {"loss/student", "loss/ta", "loss/distill", "loss/baseline"} <= set(r["loss"])
+        assert {"total", "student", "ta", "distill", "baseline"} <= set(r["loss"])
         assert r["reader"]["rows_read"] == 1500
 
 
@@ -134,7 +134,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(spec, synthetic_ro
 def test_student_only_run_has_no_ta(spec, synthetic_root, tmp_path):
     out = _trainer(spec, synthetic_root, tmp_path, "student_only=true", "optim.dense=adam").run(DAYS[:1])
     assert "ta" not in out[0] and "ta_rel_improvement" not in out[0]
-    assert set(out[0]["loss"]) == {"loss/total", "loss/student", "loss/baseline"}
+    assert set(out[0]["loss"]) == {"total", "student", "baseline"}
 
 
 def test_frozen_baseline_from_checkpoint(spec, synthetic_root, tmp_path):

@@ -1,0 +1,140 @@
+"""`matta register`, `matta compare`, `matta extract`: work on an existing run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from recsys_matta.errors import UserError
+from recsys_matta.specs import load_spec
+from recsys_matta.specs.config import RunConfig, resolve_config
+from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
+from recsys_matta.train.dist import DistContext
+from recsys_matta.train.loop import OnlineTrainer
+
+
+def load_trainer(
+    spec_path: Path, data: Path, workdir: Path, config_path: Path | None, overrides: list[str]
+) -> OnlineTrainer:
+    """A trainer restored from the newest checkpoint in `workdir`. Without a config file or
+    overrides, the run config is the one stored in that checkpoint."""
+    ckpts = list_checkpoints(Path(workdir) / "checkpoints")
+    if not ckpts:
+        raise UserError(f"{workdir}: no checkpoints (run `matta train` or `matta daily` first)")
+    spec = load_spec(spec_path)
+    if config_path is None and not overrides:
+        newest = max(ckpts.values(), key=lambda p: p.stat().st_mtime_ns)
+        cfg = RunConfig.model_validate(load_checkpoint(newest)["config"])
+    else:
+        cfg = resolve_config(config_path, overrides)
+    trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=DistContext(device=DistContext.from_env(cfg.train.device).device))
+    trainer.restore()
+    return trainer
+
+
+def _open(trainer: OnlineTrainer, run_name: str):
+    from recsys_matta.tracking.tracker import open_tracker
+
+    return open_tracker(trainer.workdir, trainer.cfg.experiment, run_name)
+
+
+def register_latest(spec_path, data, workdir, config_path, overrides, console: Console) -> None:
+    from recsys_matta.pipelines.daily import register_and_gate
+
+    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+    record = trainer.history[-1]
+    with _open(trainer, f"register {record['day']}") as tracker:
+        register_and_gate(trainer, record, Path(data), tracker, console)
+
+
+def compare(spec_path, data, workdir, days_expr, config_path, overrides, console: Console) -> list[dict]:
+    """Student / TA / baseline progressive AucLoss (metrics.jsonl) and the registered champion
+    re-scored on the same days."""
+    from recsys_matta.pipelines.scoring import score_pyfunc
+    from recsys_matta.tracking.registry import champion_version, load_champion
+    from recsys_matta.tracking.tracker import configure_mlflow
+
+    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+    by_day = {r["day"]: r for r in trainer.history}
+    days = trainer.reader.select_days(days_expr) if days_expr else list(by_day)
+    configure_mlflow(workdir)
+    name = trainer.cfg.registered_model
+    version = champion_version(name)
+    champion = load_champion(name) if version is not None else None
+    rows = []
+    t = Table(title=f"AucLoss by day (champion: {name} v{version})" if version else "AucLoss by day (no champion)")
+    for c in ("day", "student", "ta", "baseline", "champion"):
+        t.add_column(c, justify="right")
+    for day in days:
+        r = by_day.get(day, {})
+        row = {"day": day}
+        for m in ("student", "ta", "baseline"):
+            row[m] = (r.get(m) or {}).get("auc_loss", math.nan)
+        row["champion"] = (
+            score_pyfunc(champion, trainer.spec, Path(data), day, trainer.eval_label).auc_loss
+            if champion is not None
+            else math.nan
+        )
+        rows.append(row)
+        t.add_row(day, *("-" if math.isnan(row[m]) else f"{row[m]:.5f}" for m in ("student", "ta", "baseline", "champion")))
+    console.print(t)
+    return rows
+
+
+def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, config_path, overrides, console: Console) -> dict:
+    from recsys_matta.models.extract import extract, wide_narrow_wide
+    from recsys_matta.pipelines.mixnmatch import best_under_budget, mixnmatch_report
+    from recsys_matta.pipelines.scoring import raw_frames
+
+    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+    if trainer.cfg.student_only:
+        raise UserError(f"{workdir}: a Student-only run has no TA to extract from")
+    all_days = trainer.reader.days()
+    if days_expr:
+        days = trainer.reader.select_days(days_expr)
+    else:
+        later = all_days[all_days.index(trainer.done_days[-1]) + 1 :]
+        if not later:
+            raise UserError(f"no day after the last trained day {trainer.done_days[-1]} under {data}: give --days")
+        days = later[:1]
+    model, baseline = trainer.plain_models()
+    out_dir = Path(workdir) / "mixnmatch"
+    report = mixnmatch_report(
+        model, baseline, trainer.spec, Path(data), days, trainer.eval_label, out_dir,
+        all_max=trainer.cfg.daily.mixnmatch_all_max, batch_size=trainer.cfg.train.eval_batch_size,
+    )  # fmt: skip
+    console.print((out_dir / "report.md").read_text())
+    console.print(f"frontier plot: {out_dir / 'frontier.png'}")
+    if budget is not None:
+        best = best_under_budget(report, budget)
+        report["budget"] = {"dense_params": budget, "best": best}
+        (out_dir / "budget.json").write_text(json.dumps(report["budget"], indent=2))
+        console.print(
+            f"best under {budget:,} dense params: {best['choice']} ({best['dense_params']:,} params, AucLoss {best['auc_loss']:.5f})"
+            if best
+            else f"no extracted model has <= {budget:,} dense params"
+        )
+    with _open(trainer, f"extract {','.join(days)}") as tracker:
+        tracker.log_dict(report, "mixnmatch/report.json")
+        tracker.log_artifact(out_dir / "report.md", "mixnmatch")
+        tracker.log_artifact(out_dir / "frontier.png", "mixnmatch")
+        if register_ks:
+            from recsys_matta.serving.pyfunc import log_student
+            from recsys_matta.tracking.registry import register
+
+            example = next(raw_frames(trainer.spec, Path(data), days[0], limit=5))
+            by_k = {r["k"]: r for r in report["models"] if r["k"] is not None}
+            for k in register_ks:
+                if k not in by_k:
+                    raise UserError(f"--register {k}: no wide-narrow-wide model with K={k}; have {sorted(by_k)}")
+                m = extract(model, wide_narrow_wide(model.cfg, k))
+                uri = log_student(tracker, m, trainer.spec, example, name=f"wnw-k{k}", metadata={"k": k})
+                name = f"{trainer.cfg.registered_model}-wnw{k}"
+                v = register(uri, name, tags={"k": k, "days": ",".join(days), "auc_loss": by_k[k]["auc_loss"],
+                                              "dense_params": by_k[k]["dense_params"]})  # fmt: skip
+                console.print(f"registered {name} v{v} (K={k}, AucLoss {by_k[k]['auc_loss']:.5f})")
+    return report
