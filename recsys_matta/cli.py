@@ -17,6 +17,8 @@ app.add_typer(convert_app, name="convert")
 
 def _console():
     """Rich console; 120 columns when not a terminal (CI logs, schedulers) so tables fit."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 

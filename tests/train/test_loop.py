@@ -7,7 +7,7 @@ import torch
 from recsys_matta.errors import UserError
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
 from recsys_matta.train.loop import NonFiniteLossError, OnlineTrainer
-from tests.train.conftest import DAYS, tiny_config
+from tests.tiny import DAYS, tiny_config
 
 
 def _trainer(spec, root, workdir, *extra, **kw):
