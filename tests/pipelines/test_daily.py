@@ -106,3 +106,32 @@ def test_cli_missing_day_exits_nonzero_with_message(synthetic_root, tmp_path):
     assert p.returncode != 0
     assert "2030-01-01" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "w" / "mlflow.db").exists()
+
+
+def test_champion_in_a_fresh_process_matches_the_training_side_student(synthetic_root, tmp_path):
+    """A real client: load models:/matta-student@champion with mlflow.pyfunc in a new process,
+    predict on raw rows read from a Parquet partition; equals the trained Student to 1e-5."""
+    import numpy as np
+
+    from recsys_matta.pipelines.commands import load_trainer
+
+    work = tmp_path / "run"
+    run_daily(SPEC_PATH, synthetic_root, work, DAYS[0], overrides=[*TINY, "daily.mixnmatch=false"])
+    out = tmp_path / "pred.npy"
+    script = f"""
+import glob, numpy as np, pyarrow.parquet as pq, mlflow.pyfunc
+mlflow.set_tracking_uri("sqlite:///{work / 'mlflow.db'}")
+m = mlflow.pyfunc.load_model("models:/matta-student@champion")
+files = sorted(glob.glob("{synthetic_root}/day={DAYS[1]}/*.parquet"))
+df = __import__("pandas").concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+np.save("{out}", np.asarray(m.predict(df.drop(columns=["teacher_prob", "click"]))))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    served = np.load(out)
+
+    tr = load_trainer(SPEC_PATH, synthetic_root, work, None, [])
+    m = tr.model.eval()
+    with torch.no_grad():
+        ref = torch.cat([torch.sigmoid(m(b)[0]) for b in DayReader(tr.spec, synthetic_root, 512).iter_day(DAYS[1])])
+    assert served.shape == ref.shape
+    np.testing.assert_allclose(served, ref.numpy(), atol=1e-5, rtol=0)
