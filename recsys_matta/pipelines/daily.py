@@ -52,7 +52,7 @@ class DailyOutcome:
 
 
 def register_and_gate(
-    trainer: OnlineTrainer, record: dict, data: Path, tracker, console: Console | None = None
+    trainer: OnlineTrainer, record: dict, data: Path, tracker, console: Console | None = None, model=None
 ):
     """Log the current Student as a pyfunc, register it (`candidate`), and run the gate.
 
@@ -73,7 +73,8 @@ def register_and_gate(
 
     spec, cfg = trainer.spec, trainer.cfg
     day, name, label = record["day"], cfg.registered_model, trainer.eval_label
-    model, _ = trainer.plain_models()
+    if model is None:
+        model, _ = trainer.plain_models()
     student = extract(model, student_choice(model.cfg))
     example = next(raw_frames(spec, data, day, limit=5))
     uri = log_student(
@@ -162,13 +163,16 @@ def run_daily(
                 if console is not None and ctx.is_main:
                     console.print(f"{day}: already finished in {workdir}; nothing to do (use --force to redo)")
                 continue
-            if cfg.daily.register_student and ctx.is_main:
-                out.decisions.append(register_and_gate(trainer, records[0], data, tracker, console))
+            if cfg.daily.register_student:
+                model, _ = trainer.plain_models()  # a collective when the tables are sharded
+                if ctx.is_main:
+                    out.decisions.append(register_and_gate(trainer, records[0], data, tracker, console, model))
             ctx.barrier()
+        models = trainer.plain_models() if trainer.history and cfg.daily.mixnmatch else None
         if ctx.is_main and trainer.history:
             _log_run_artifacts(trainer, tracker, workdir)
-            if cfg.daily.mixnmatch:
-                out.report = _mixnmatch(trainer, spec, cfg, data, workdir, tracker)
+            if models is not None:
+                out.report = _mixnmatch(trainer, models, spec, cfg, data, workdir, tracker)
             if console is not None:
                 console.print(summary_table(trainer.history))
                 if out.report is not None:
@@ -176,7 +180,7 @@ def run_daily(
     return out
 
 
-def _mixnmatch(trainer: OnlineTrainer, spec: FeatureSpec, cfg: RunConfig, data: Path, workdir: Path, tracker) -> dict | None:
+def _mixnmatch(trainer: OnlineTrainer, models, spec: FeatureSpec, cfg: RunConfig, data: Path, workdir: Path, tracker) -> dict | None:
     """The report on the day after the last trained day (held out), else on that day itself."""
     if cfg.student_only:
         return None
@@ -186,7 +190,7 @@ def _mixnmatch(trainer: OnlineTrainer, spec: FeatureSpec, cfg: RunConfig, data: 
     holdout = [later[0]] if later else [last]
     if not later:
         log.warning("Mix'n'Match scored on %s, which the model trained on (no later day yet)", last)
-    model, baseline = trainer.plain_models()
+    model, baseline = models
     report = mixnmatch_report(
         model, baseline, spec, data, holdout, trainer.eval_label, workdir / "mixnmatch",
         all_max=cfg.daily.mixnmatch_all_max, batch_size=cfg.train.eval_batch_size,
