@@ -1,0 +1,92 @@
+"""The MatTA model: shared TorchRec embeddings feeding a Student and an M-nested TA.
+
+    pooled = ebc(batch.sparse)                              # (B, F, d_TA), run once
+    logit_S  = tower.forward_at(pooled, dense, Student widths)   # reads pooled[..., :d_S]
+    logit_TA = tower.forward_at(pooled, dense, TA widths)
+
+With `share_params` (M-nesting) one `Tower` holds the TA weights and the Student runs their
+top-left blocks. Without it (paper Table 4 ablation) the Student and the TA are two separate
+towers over the same tables. `student_only=True` is the production baseline: tables of width
+d_S and exactly the Student's tower. The model is pure: no loss inside.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_matta.data.batch import Batch
+from recsys_matta.models.choice import Choice, student_choice, ta_choice
+from recsys_matta.models.config import ModelConfig
+from recsys_matta.models.embedding import PooledTokens, build_ebc
+from recsys_matta.models.tower import Tower, TowerDims, Widths
+from recsys_matta.specs import FeatureSpec
+
+
+class MatTAModel(nn.Module):
+    """Student + TA over one `EmbeddingBagCollection`.
+
+    Args:
+        spec: the feature spec (sparse features -> tables and tokens, dense features -> tokens).
+        cfg: widths and depths of the Student and the TA.
+        student_only: build only the Student (the production baseline); `forward` returns
+            `(logit_student, None)`.
+        ebc_device: device of the embedding tables (`"meta"` when DistributedModelParallel will
+            materialise them); dense weights are created on the default device.
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        cfg: ModelConfig,
+        student_only: bool = False,
+        ebc_device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec, self.cfg, self.student_only = spec, cfg, student_only
+        self.dims = TowerDims.from_config(len(spec.sparse), len(spec.dense), cfg)
+        self.embedding_dim = cfg.d_student if student_only else cfg.d_ta
+        self.ebc = build_ebc(spec, self.embedding_dim, cfg.pooling, ebc_device)
+        self._pooled = PooledTokens(spec.sparse_names)
+        self._student_widths: Widths = self.dims.student()
+        self._ta_widths: Widths = self.dims.ta()
+        if student_only:
+            self.tower = Tower(self.dims.student_only())
+            self.student_tower: Tower | None = None
+        else:
+            self.tower = Tower(self.dims)
+            self.student_tower = None if cfg.share_params else Tower(self.dims.student_only())
+
+    def pooled(self, batch: Batch) -> torch.Tensor:
+        """Pooled embeddings (B, F, embedding_dim), features in spec order."""
+        return self._pooled(self.ebc(batch.sparse))
+
+    def _student_path(self) -> Tower:
+        return self.student_tower if self.student_tower is not None else self.tower
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(logit_student (B,), logit_ta (B,) or None when student_only)`."""
+        pooled = self.pooled(batch)  # (B, F, d)
+        logit_s = self._student_path().forward_at(pooled, batch.dense, self._student_widths)
+        if self.student_only:
+            return logit_s, None
+        return logit_s, self.tower.forward_at(pooled, batch.dense, self._ta_widths)
+
+    def tower_for(self, choice: Choice) -> tuple[Tower, Widths]:
+        """The tower that runs `choice` and its concrete widths (used by extraction)."""
+        w = choice.widths(self.cfg)
+        if choice == student_choice(self.cfg):
+            return self._student_path(), w
+        if self.student_only:
+            raise ValueError(f"a student_only model has only the Student sub-network, not {choice.label}")
+        if self.student_tower is not None and choice != ta_choice(self.cfg):
+            raise ValueError(
+                f"Mix'n'Match needs share_params=True; without it only the Student and the TA exist "
+                f"(got {choice.label})"
+            )
+        return self.tower, w
+
+    def forward_choice(self, batch: Batch, choice: Choice) -> torch.Tensor:
+        """Logits (B,) of the Mix'n'Match sub-network `choice`."""
+        tower, w = self.tower_for(choice)
+        return tower.forward_at(self.pooled(batch), batch.dense, w)
