@@ -176,6 +176,97 @@ def demo(
     run_demo(workdir, days, rows_per_day, seed, overrides or [])
 
 
+# ---- issue 8: Teacher stage and the ablation study ------------------------------------------
+teacher_app = typer.Typer(no_args_is_help=True, help="Teacher soft labels for data with event labels only.")
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("fit")
+def teacher_fit(
+    spec: Path = typer.Option(..., help="Feature spec YAML (with an event label)"),
+    data: Path = typer.Option(..., help="Data root with day partitions"),
+    days: str = typer.Option(..., help="Fit days A..B (the last --holdout-days compare the candidates)"),
+    out: Path = typer.Option(..., help="Model folder: teacher.joblib + teacher.json"),
+    holdout_days: int = typer.Option(1, min=1, help="Last fit days held out to pick the candidate"),
+    candidates: str = typer.Option("hgb,logreg", help="Candidates: hgb (gradient boosting), logreg"),
+    max_rows: int = typer.Option(2_000_000, min=100, help="Cap on fit rows (seeded sample)"),
+    refit: bool = typer.Option(True, help="Refit the chosen candidate on all fit days"),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, min=0, help="Threads while fitting (0 = all cores)"),
+) -> None:
+    """Fit Teacher candidates on earlier days, keep the one with the lower held-out AucLoss."""
+    from recsys_matta.study.teacher import TeacherConfig, fit_teacher
+
+    cfg = TeacherConfig(
+        candidates=[c.strip() for c in candidates.split(",") if c.strip()],
+        holdout_days=holdout_days, max_rows=max_rows, refit=refit, seed=seed, threads=threads,
+    )  # fmt: skip
+    rep = fit_teacher(spec, data, days, out, cfg)
+    for kind, m in rep["candidates"].items():
+        typer.echo(f"{kind}: held-out AucLoss {m['holdout_auc_loss']:.5f} ({m['fit_seconds']} s)")
+    typer.echo(f"chosen: {rep['chosen']} -> {out}")
+
+
+@teacher_app.command("score")
+def teacher_score(
+    model: Path = typer.Option(..., help="Model folder from `matta teacher fit`"),
+    spec: Path = typer.Option(..., help="Feature spec YAML of the source data"),
+    data: Path = typer.Option(..., help="Source data root (only read)"),
+    days: str = typer.Option(..., help="Days to score, A..B (later than the fit days)"),
+    out: Path = typer.Option(..., help="New data root: partitions + teacher column + spec.yaml"),
+    column: str = typer.Option("teacher_prob", help="Name of the Teacher probability column"),
+    allow_overlap: bool = typer.Option(False, help="Allow scoring days the Teacher was fit on"),
+    threads: int = typer.Option(1, min=0, help="Threads while scoring (0 = all cores)"),
+) -> None:
+    """Write new partitions with the Teacher's probability column and a spec that uses it."""
+    from recsys_matta.study.teacher import score_teacher
+
+    s = score_teacher(model, spec, data, days, out, column=column, allow_overlap=allow_overlap, threads=threads)
+    typer.echo(f"wrote {len(s['days'])} day(s), {sum(s['rows'].values())} rows to {out}; spec: {out / 'spec.yaml'}")
+
+
+@app.command()
+def study(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root with day partitions"),
+    out: Path = typer.Option(..., help="Study folder (runs/, results.json, results.md, figures/)"),
+    days: Optional[str] = typer.Option(None, help="Days A..B (default: all)"),
+    seeds: int = typer.Option(3, min=1, help="Seeds per arm (0..N-1)"),
+    jobs: int = typer.Option(2, min=1, help="Training processes at a time"),
+    quick: bool = typer.Option(False, help="Smoke mode: 2 seeds, 3 days, preset small, small batches"),
+    arms: Optional[str] = typer.Option(None, help="Comma list of arms (default: all)"),
+    adam_lr: Optional[float] = typer.Option(None, help="Dense lr of matta_adam (default: baseline.lr)"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML for every arm"),
+    name: Optional[str] = typer.Option(None, help="Dataset name in the results (default: the spec's)"),
+    tracking: bool = typer.Option(True, help="Log the study to MLflow"),
+    report_only: bool = typer.Option(False, help="Rebuild the report from existing runs only"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value for every arm, ARM:key=value for one"),
+) -> None:
+    """The ablation study (paper Tables 3/4): every arm x seed, then tables, figures, MLflow."""
+    from recsys_matta.study.arms import StudySettings
+    from recsys_matta.study.command import run_study
+
+    settings = StudySettings(
+        spec=spec, data=data, out=out, days=days, seeds=seeds, jobs=jobs, quick=quick,
+        overrides=overrides or [], adam_lr=adam_lr, config=config, name=name, tracking=tracking,
+        **({"arms": [a.strip() for a in arms.split(",") if a.strip()]} if arms else {}),
+    )  # fmt: skip
+    run_study(settings, echo=lambda s: typer.echo(s), report_only=report_only)
+    typer.echo(f"report: {out / 'results.md'}")
+
+
+@app.command("study-report")
+def study_report(
+    datasets: str = typer.Option(..., help="name=STUDY_DIR,... (e.g. synthetic=runs/s,movielens=runs/m)"),
+    out: Path = typer.Option(Path("docs"), help="Folder for results.md, results.json, figures/"),
+) -> None:
+    """Merge study folders into docs/results.md + docs/results.json (figures copied)."""
+    from recsys_matta.study.report import merge_studies, parse_datasets
+
+    merged = merge_studies(parse_datasets(datasets), out)
+    typer.echo(f"wrote {out / 'results.md'} and {out / 'results.json'} ({', '.join(merged)})")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     import os
 
