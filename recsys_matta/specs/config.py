@@ -120,6 +120,77 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0)
 
 
+# ---- dist (issue 7): torchrun + TorchRec DistributedModelParallel ----------------------------
+# data_parallel is not offered: TorchRec gives such tables the dense kernel, whose weights would
+# fall to the dense optimizer (Shampoo); every table steps with FBGEMM's fused row-wise Adagrad.
+ShardingTypeName = Literal["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise"]
+
+
+class TableShardingConfig(_Strict):
+    """Planner constraints of one embedding table (None = the `dist` defaults).
+
+    Args:
+        sharding_types: sharding types the planner may choose for this table.
+        min_partition: narrowest column shard the planner may cut for column-wise sharding
+            (None = TorchRec's default; a divisor of the table's dim to force a split). Each
+            column shard keeps its own row-wise Adagrad accumulator (FBGEMM), so a split table
+            trains slightly differently from an unsplit one.
+    """
+
+    sharding_types: list[ShardingTypeName] | None = Field(None, min_length=1)
+    min_partition: int | None = Field(None, ge=1)
+
+
+class DistConfig(_Strict):
+    """Multi-process training under `torchrun` (DESIGN.md section 8; recsys_matta.train.sharding).
+
+    Args:
+        sharded: when the models go through TorchRec `DistributedModelParallel`: `auto` = only
+            when the world size is > 1 (one process keeps the plain modules, measured no slower),
+            `always` = also in one process.
+        sharding_types: sharding types the planner may choose for every table (TorchRec's names;
+            all with the fused kernel). On CPU the planner offers table_wise / column_wise /
+            table_column_wise; row_wise needs a GPU.
+        tables: per-table overrides, keyed by table name (a feature's `table`, else its name).
+        pipeline: train with TorchRec's `TrainPipelineSparseDist` (on GPUs the input all-to-all
+            of the next batch overlaps this batch's compute; on CPU nothing overlaps); false = one
+            synchronous step per batch.
+    """
+
+    sharded: Literal["auto", "always"] = "auto"
+    sharding_types: list[ShardingTypeName] = Field(
+        default_factory=lambda: ["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise"],
+        min_length=1,
+    )
+    tables: dict[str, TableShardingConfig] = Field(default_factory=dict)
+    pipeline: bool = True
+
+
+# ---- end dist --------------------------------------------------------------------------------
+
+
+class DailyConfig(_Strict):
+    """The daily pipeline (`matta daily`): registration, the champion gate, Mix'n'Match.
+
+    Args:
+        register_student: register the Student of every finished day (alias `candidate`) and run
+            the gate.
+        gate_holdout: data the gate scores candidate and champion on: `next` = the day after the
+            trained day (fails when it does not exist yet), `progressive` = the trained day's
+            progressive metrics (the candidate's AucLoss measured before it trained on the day; the
+            champion re-scored on the same day), `auto` = `next` when that day exists, else
+            `progressive`.
+        mixnmatch: write the Mix'n'Match report after the last day.
+        mixnmatch_all_max: also score every choice (not only wide-narrow-wide) when there are at
+            most this many.
+    """
+
+    register_student: bool = True
+    gate_holdout: Literal["auto", "next", "progressive"] = "auto"
+    mixnmatch: bool = True
+    mixnmatch_all_max: int = Field(64, ge=0)
+
+
 class RunConfig(_Strict):
     """Everything a training run needs besides the spec and the data.
 
@@ -132,6 +203,8 @@ class RunConfig(_Strict):
         optim: optimizers of the trained model.
         baseline: the production baseline trained alongside.
         train: the online loop.
+        dist: multi-process (torchrun) sharding and pipelining.
+        daily: the daily pipeline (registration, gate, Mix'n'Match).
         experiment: MLflow experiment name.
         registered_model: MLflow registered model name of the Student.
     """
@@ -143,6 +216,8 @@ class RunConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     baseline: BaselineConfig = BaselineConfig()
     train: TrainConfig = TrainConfig()
+    dist: DistConfig = DistConfig()
+    daily: DailyConfig = DailyConfig()
     experiment: str = "matta"
     registered_model: str = "matta-student"
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @dataclass
@@ -46,7 +52,25 @@ class DistContext:
             dev = torch.device("cpu")
         if world > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            atexit.register(_destroy_group)  # leave the group cleanly at exit
         return cls(rank=rank, world_size=world, local_rank=local, device=dev)
+
+    def ensure_group(self) -> None:
+        """A process group even in one process without torchrun (TorchRec's DMP needs one):
+        a single-rank group (nccl on GPU, gloo on CPU) over an in-memory store."""
+        if not dist.is_initialized():
+            if self.distributed:
+                raise RuntimeError("world size > 1 but no process group; build the context with from_env")
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+    def all_gather_object(self, obj: object) -> list:
+        """`obj` of every rank, in rank order (picklable objects; small ones: counts, records)."""
+        if not (self.distributed or dist.is_initialized()):
+            return [obj]
+        out: list = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.distributed:
@@ -61,5 +85,5 @@ class DistContext:
         return t.cpu().tolist()
 
     def close(self) -> None:
-        if self.distributed and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()

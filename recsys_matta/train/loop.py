@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from recsys_matta.data.batch import Batch
+from recsys_matta.data.encode import ReadCounts
 from recsys_matta.data.reader import DayReader
 from recsys_matta.errors import UserError
 from recsys_matta.metrics import PredictionBuffer, model_metrics, rel_improvement, weighted_auc
@@ -137,36 +139,63 @@ class OnlineTrainer:
                 self.baseline_opt = ModelOptimizer(
                     self.baseline, cfg.baseline.optimizer, cfg.baseline.lr, cfg.optim
                 )
+        # issue 7: under torchrun (or dist.sharded=always) the tables go into TorchRec DMP,
+        # initialised from the plain weights above; a frozen baseline stays plain.
+        self.sharded = None
+        if cfg.dist.sharded == "always" or self.ctx.distributed:
+            from recsys_matta.train.sharding import ShardedModels
+
+            trained_baseline = None if self.baseline_frozen else self.baseline
+            self.sharded = ShardedModels(self.model, trained_baseline, cfg, self.label, self.ctx)
+            self.opt, self.baseline_opt = self.sharded.opt, self.sharded.baseline_opt
         self.step = 0
         self.done_days: list[str] = []
         self.history: list[dict] = []
 
-    def _state(self) -> dict:
+    def _state(self) -> dict | None:
+        """The checkpoint. With sharded tables a collective that returns it on rank 0 only (the
+        same plain format, loadable with any world size)."""
+        if self.sharded is not None:
+            models = self.sharded.gather_state()
+            if models is None:
+                return None
+            if self.baseline_frozen:
+                models["baseline"] = self.baseline.state_dict()
+        else:
+            models = {
+                "model": self.model.state_dict(),
+                "optim": self.opt.state_dict(),
+                "baseline": None if self.baseline is None else self.baseline.state_dict(),
+                "baseline_optim": None if self.baseline_opt is None else self.baseline_opt.state_dict(),
+            }
         return {
             "version": 1,
             "step": self.step,
             "done_days": list(self.done_days),
             "history": list(self.history),
-            "model": self.model.state_dict(),
-            "optim": self.opt.state_dict(),
-            "baseline": None if self.baseline is None else self.baseline.state_dict(),
-            "baseline_optim": None if self.baseline_opt is None else self.baseline_opt.state_dict(),
+            **models,
             "rng": rng_state(),
             "config": self.cfg.model_dump(mode="json"),
             "spec": self.spec.model_dump(mode="json"),
         }
 
     def _load(self, state: dict) -> None:
+        if self.sharded is not None:
+            self.sharded.load_state(state)
+        else:
+            self._load_plain(state)
+        self.step = state["step"]
+        self.done_days = list(state["done_days"])
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+
+    def _load_plain(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         if self.baseline is not None and state.get("baseline") is not None and not self.baseline_frozen:
             self.baseline.load_state_dict(state["baseline"])
             if self.baseline_opt is not None and state.get("baseline_optim") is not None:
                 self.baseline_opt.load_state_dict(state["baseline_optim"])
-        self.step = state["step"]
-        self.done_days = list(state["done_days"])
-        self.history = list(state["history"])
-        set_rng_state(state["rng"])
 
     def restore(self) -> None:
         """Load the newest checkpoint in the work directory (no-op when there is none)."""
@@ -225,7 +254,10 @@ class OnlineTrainer:
         t_eval = time.perf_counter() - t0
         losses = self.train_day(day)
         t_train = time.perf_counter() - t0 - t_eval
-        counts = self.reader.counts(day).as_dict()
+        counts = self.eval_reader.counts(day)  # the eval pass always reads the whole day
+        if self.ctx.distributed:  # every rank's rows
+            counts = sum(self.ctx.all_gather_object(counts), ReadCounts())
+        counts = counts.as_dict()
         record = {
             "day": day,
             "day_index": len(self.done_days),
@@ -238,8 +270,9 @@ class OnlineTrainer:
         }
         self.done_days.append(day)
         self.history = [r for r in self.history if r["day"] != day] + [record]
+        state = self._state()  # collective with sharded tables
         if self.ctx.is_main:
-            save_checkpoint(checkpoint_path(self.ckpt_dir, day), self._state())
+            save_checkpoint(checkpoint_path(self.ckpt_dir, day), state)
             self._prune()
             self._write_metrics()
             for s in self.sinks:
@@ -257,7 +290,11 @@ class OnlineTrainer:
         atomic_write_text(self.workdir / "metrics.jsonl", text)
 
     def plain_models(self) -> tuple[MatTAModel, MatTAModel | None]:
-        """Unsharded (model, baseline) holding the current weights, for extraction and export."""
+        """Unsharded (model, baseline) holding the current weights, for extraction and export.
+        With sharded tables: fresh plain copies (a collective: every rank must call it)."""
+        if self.sharded is not None:
+            model, baseline = self.sharded.plain_models()
+            return model, self.baseline if self.baseline_frozen else baseline
         return self.model, self.baseline
 
     # ---- evaluation (progressive validation) -------------------------------------------------
@@ -307,6 +344,18 @@ class OnlineTrainer:
             self.baseline.train()
         run = _Running()
         cap = self.cfg.train.max_batches_per_day
+        if self.sharded is not None:  # issue 7: DMP steps (TrainPipelineSparseDist by default)
+            batches = self._batches(self.reader, day, "train")
+            for res in self.sharded.train(batches if cap is None else islice(batches, cap), self.step):
+                bad = {k: v for k, v in res.terms.items() if not math.isfinite(v)}
+                if bad:
+                    raise NonFiniteLossError(
+                        f"non-finite loss on day {day} at step {self.step} ({res.terms}); the day "
+                        f"is abandoned and the last good checkpoint kept"
+                    )
+                self.step += 1
+                run.add(res.terms, res.rows)
+            return run
         for i, batch in enumerate(self._batches(self.reader, day, "train")):
             if cap is not None and i >= cap:
                 break

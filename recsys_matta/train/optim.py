@@ -143,15 +143,21 @@ class DenseOptimizer:
         self.opt.load_state_dict(state)
 
 
+def make_dense_optimizer(
+    params: Iterable[nn.Parameter], kind: str, lr: float, cfg: OptimConfig
+) -> Shampoo | DenseOptimizer:
+    """The dense optimizer `kind` (`shampoo`, `adam`, `adagrad`) at learning rate `lr`."""
+    if kind == "shampoo":
+        return Shampoo(params, cfg.model_copy(update={"lr": lr}))
+    return DenseOptimizer(params, kind, lr, cfg)
+
+
 class ModelOptimizer:
     """Dense optimizer + row-wise Adagrad on the embeddings of one model, stepped together."""
 
     def __init__(self, model: nn.Module, dense_kind: str, lr: float, cfg: OptimConfig):
         emb, dense = split_parameters(model)
-        if dense_kind == "shampoo":
-            self.dense: Shampoo | DenseOptimizer = Shampoo(dense, cfg.model_copy(update={"lr": lr}))
-        else:
-            self.dense = DenseOptimizer(dense, dense_kind, lr, cfg)
+        self.dense = make_dense_optimizer(dense, dense_kind, lr, cfg)
         self.embedding = (
             RowWiseAdagrad(emb, lr=cfg.embedding_lr, eps=cfg.embedding_eps) if emb else None
         )

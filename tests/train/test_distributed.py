@@ -1,0 +1,284 @@
+"""`torchrun --nproc_per_node 2 -m recsys_matta train` (gloo, CPU, TorchRec DMP) against one
+process on the same two synthetic days with the same global batch (2 x 128 rows vs 256 rows).
+
+Two one-process references:
+- `natural`: plain `OnlineTrainer` (what `matta train` does without torchrun). Its step k trains
+  on rows [256k, 256k + 256) while the 2-process step k joins rows k of each half of the day, so
+  only day 1 (evaluated before any training) agrees exactly; day 2 differs by batch composition.
+- `union`: one process whose step k trains on exactly the 2-process step-k rows (rank 0's batch
+  then rank 1's). It isolates the distributed arithmetic (sharded lookups, FBGEMM fused row-wise
+  Adagrad, DDP averaging, the pipeline) and must agree on day 2 too.
+
+The sharded run uses Adam for the dense weights: Shampoo (heavyball SOAP) turns float-level
+differences (a 2-rank mean vs a 1-rank mean) into AucLoss differences of up to 0.01 within 16 steps
+(eigenbases of near-degenerate Kronecker factors), so with Shampoo only the baseline (Adam) agrees
+to 1e-6 while the MatTA model does not; with Adam every model does.
+
+Tolerances, measured over 4 training seeds: day 1 (both references) and day 2 against `union`
+agree to 6 decimals in AucLoss, log loss and calibration (tolerance EXACT = 1e-5). Day 2 against
+`natural` differs by up to 0.022 in AucLoss and 0.0053 in log loss (calibration swings by up to
+0.18 after 16 steps and is not compared): tolerance NATURAL_TOL, about twice that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_matta.data.batch import Batch
+from recsys_matta.data.encode import ReadCounts
+from recsys_matta.data.reader import DayReader
+from recsys_matta.data.synthetic import generate
+from recsys_matta.errors import UserError
+from recsys_matta.specs import load_spec
+from recsys_matta.specs.config import DistConfig, TableShardingConfig
+from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
+from recsys_matta.train.dist import DistContext
+from recsys_matta.train.loop import NonFiniteLossError, OnlineTrainer
+from tests.tiny import REPO, SPEC_PATH, TINY, tiny_config
+
+DAYS = ["2026-01-01", "2026-01-02"]
+ROWS = 2000
+MODELS = ("student", "ta", "baseline")
+EXACT = 1e-5
+NATURAL_TOL = {"auc_loss": 0.04, "log_loss": 0.015}
+RUN = ("optim.dense=adam",)
+# a constraint next to the planner's own choices (2 ranks); a column-wise split in one process
+# (each column shard has its own row-wise Adagrad accumulator, so a split trains differently)
+CONSTRAINTS = "dist.tables={item_id: {sharding_types: [column_wise]}, user_id: {sharding_types: [table_column_wise]}}"
+SPLIT = "dist.tables={item_id: {sharding_types: [column_wise], min_partition: 8}}"
+
+
+def _records(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _torchrun(spec: Path, data: Path, workdir: Path, *extra: str) -> None:  # extra: flags, overrides
+    """`torchrun --standalone --nproc_per_node 2 -m recsys_matta train ...` (the CLI's flags)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [
+        *launcher, "--standalone", "--nproc_per_node", "2", "-m", "recsys_matta", "train",
+        "--spec", str(spec), "--data", str(data), "--workdir", str(workdir), *TINY, *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def _cat(a: Batch, b: Batch) -> Batch:
+    """Rows of `a` then rows of `b` (same features)."""
+    ja, jb, keys = a.sparse.to_dict(), b.sparse.to_dict(), a.sparse.keys()
+    sparse = KeyedJaggedTensor(
+        keys=keys,
+        values=torch.cat([torch.cat([ja[k].values(), jb[k].values()]) for k in keys]),
+        lengths=torch.cat([torch.cat([ja[k].lengths(), jb[k].lengths()]) for k in keys]),
+    )
+    event = None if a.event is None else torch.cat([a.event, b.event])
+    return Batch(sparse, torch.cat([a.dense, b.dense]), torch.cat([a.teacher, b.teacher]), event)
+
+
+class _UnionReader:
+    """One process reading what 2 ranks read: step k = rank 0's batch k + rank 1's batch k."""
+
+    def __init__(self, spec, root: Path, per_rank: int):
+        self.parts = [DayReader(spec, root, per_rank, rank=r, world_size=2) for r in (0, 1)]
+        self.batch_size = 2 * per_rank
+
+    def num_rows(self, day: str) -> int:
+        return self.parts[0].num_rows(day)
+
+    def iter_day(self, day: str):
+        for a, b in zip(*(p.iter_day(day) for p in self.parts), strict=True):
+            yield _cat(a, b)
+
+    def counts(self, day: str) -> ReadCounts:
+        return self.parts[0].counts(day) + self.parts[1].counts(day)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """data root and the workdirs of the 2-process run and the two 1-process references."""
+    base = tmp_path_factory.mktemp("dist")
+    root = base / "data"
+    generate(out=root, days=2, rows_per_day=ROWS, seed=11, start_date=date(2026, 1, 1), progress=False)
+    out = {"root": root, "world2": base / "world2", "natural": base / "natural", "union": base / "union"}
+    _torchrun(SPEC_PATH, root, out["world2"], "train.batch_size=128", *RUN, CONSTRAINTS)
+    spec = load_spec(SPEC_PATH)
+    OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["natural"]).run(DAYS)
+    union = OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["union"])
+    union.reader = _UnionReader(spec, root, 128)
+    union.run(DAYS)
+    return out
+
+
+def _assert_same(a, b, where: str) -> None:
+    """Nested dicts / lists / tensors equal exactly."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and a.keys() == b.keys(), (where, sorted(map(str, a)), sorted(map(str, b)))
+        for k in b:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(b, torch.Tensor):
+        assert torch.equal(a.cpu(), b.cpu()), where
+    else:
+        assert a == b, (where, a, b)
+
+
+def _assert_metrics(got: dict, want: dict, tol: float | dict[str, float]) -> None:
+    tols = tol if isinstance(tol, dict) else dict.fromkeys(("auc_loss", "log_loss", "calibration"), tol)
+    for m in MODELS:
+        for k, t in tols.items():
+            assert abs(got[m][k] - want[m][k]) <= t, (got["day"], m, k, got[m][k], want[m][k])
+
+
+@pytest.mark.integration
+def test_two_processes_match_one(runs):
+    r2, natural, union = (_records(runs[k]) for k in ("world2", "natural", "union"))
+    assert [r["day"] for r in r2] == [r["day"] for r in natural] == [r["day"] for r in union] == DAYS
+    for a, b in zip(r2, natural):
+        # every row seen once, by exactly one rank, in evaluation and in training
+        assert a["eval_rows"] == b["eval_rows"] == ROWS
+        assert a["train_rows"] == b["train_rows"] == ROWS
+        assert a["reader"]["rows_read"] == b["reader"]["rows_read"] == ROWS
+        assert a["train_steps"] == b["train_steps"] == 8  # ceil(2000 / 256)
+        for m in MODELS:
+            assert a[m]["rows"] == b[m]["rows"] == ROWS
+    _assert_metrics(r2[0], natural[0], EXACT)  # day 1: before any training
+    _assert_metrics(r2[1], natural[1], NATURAL_TOL)
+    for a, b in zip(r2, union):  # same rows per step: same training
+        _assert_metrics(a, b, EXACT)
+    # training happened: day 2 is not day 1's model again
+    assert r2[1]["student"]["auc_loss"] < r2[0]["student"]["auc_loss"] - 0.01
+    for name, r in (("2 processes x 128 rows", r2), ("1 process x 256 rows", natural)):  # for the record
+        print(f"{name}: train ms/step per day", [round(1000 * d["seconds"]["train"] / d["train_steps"]) for d in r])
+
+
+@pytest.mark.integration
+def test_checkpoint_of_two_processes_loads_in_one(spec, runs, tmp_path):
+    """The world-size-2 checkpoint of day 1 in one process (plain modules, and DMP with one rank)
+    predicts day 2 as the 2-process run did: same metrics, and identical predictions."""
+    root, w2 = runs["root"], runs["world2"]
+    ckpt = list_checkpoints(w2 / "checkpoints")[DAYS[0]]
+    state = load_checkpoint(ckpt)
+    day2 = _records(w2)[1]
+    plain = OnlineTrainer(spec, tiny_config(*RUN), root, tmp_path / "plain")
+    plain._load(state)
+    got = plain.evaluate(DAYS[1])
+    for m in MODELS:
+        assert abs(got[m]["auc_loss"] - day2[m]["auc_loss"]) <= EXACT, m
+        assert abs(got[m]["log_loss"] - day2[m]["log_loss"]) <= EXACT, m
+    dmp_cfg = tiny_config("dist.sharded=always", *RUN, SPLIT)
+    sharded = OnlineTrainer(spec, dmp_cfg, root, tmp_path / "dmp", ctx=DistContext())
+    try:
+        sharded._load(load_checkpoint(ckpt))  # its own copy: optimizers adopt the loaded tensors
+        batch = next(iter(plain.eval_reader.iter_day(DAYS[0])))
+        with torch.no_grad():
+            for a, b in zip(plain.model(batch), sharded.model(batch)):
+                assert torch.allclose(a, b, atol=1e-5, rtol=0)
+            assert torch.allclose(plain.baseline(batch)[0], sharded.baseline(batch)[0], atol=1e-5, rtol=0)
+        # and it writes back exactly what it loaded (plain format: weights and optimizer states)
+        again = sharded._state()
+        for key in ("model", "optim", "baseline", "baseline_optim"):
+            _assert_same(again[key], state[key], key)
+    finally:
+        sharded.ctx.close()
+
+
+@pytest.mark.integration
+def test_checkpoint_of_one_process_resumes_in_two(runs, tmp_path):
+    """The reverse: 2 processes resume from the 1-process (`union`) checkpoint of day 1 and run
+    day 2 as `union` did: the same day-2 evaluation (weights loaded into the shards) and, after
+    training day 2, the same checkpoint (optimizer states loaded too: a fresh Adagrad / Adam
+    state would move the weights differently)."""
+    root, union = runs["root"], runs["union"]
+    w = tmp_path / "resumed"
+    src = list_checkpoints(union / "checkpoints")
+    (w / "checkpoints").mkdir(parents=True)
+    (w / "checkpoints" / src[DAYS[0]].name).write_bytes(src[DAYS[0]].read_bytes())
+    _torchrun(SPEC_PATH, root, w, "--days", DAYS[1], "train.batch_size=128", *RUN, CONSTRAINTS)
+    got, want = _records(w)[1], _records(union)[1]
+    _assert_metrics(got, want, EXACT)
+    assert got["train_rows"] == want["train_rows"] == ROWS
+    a = load_checkpoint(list_checkpoints(w / "checkpoints")[DAYS[1]])
+    b = load_checkpoint(src[DAYS[1]])
+    assert a["step"] == b["step"] == 16
+    for key in ("model", "baseline"):
+        for k, v in b[key].items():
+            assert torch.allclose(a[key][k], v, atol=1e-5, rtol=0), (key, k)
+    for key in ("optim", "baseline_optim"):
+        for i, st in b[key]["embedding"]["state"].items():
+            assert torch.allclose(a[key]["embedding"]["state"][i]["sum"], st["sum"], atol=1e-6, rtol=1e-4), (key, i)
+
+
+@pytest.mark.integration
+def test_one_process_checkpoint_resumes_in_dmp(spec, runs, tmp_path):
+    """A plain checkpoint (default Shampoo) loaded into DMP is written back unchanged, and
+    resuming trains day 2 as the plain trainer does: the baseline (Adam; bitwise-stable arithmetic)
+    predicts the same to 1e-5 only if its Adam and fused row-wise Adagrad states carried over
+    (fresh ones take much larger first steps)."""
+    root = runs["root"]
+    OnlineTrainer(spec, tiny_config(), root, tmp_path / "first").run(DAYS[:1])
+    ckpt = list_checkpoints(tmp_path / "first" / "checkpoints")[DAYS[0]]
+    state = load_checkpoint(ckpt)
+    plain = OnlineTrainer(spec, tiny_config(), root, tmp_path / "plain")
+    dmp_cfg = tiny_config("dist.sharded=always", "dist.pipeline=false", SPLIT)  # the 2-process runs pipeline
+    sharded = OnlineTrainer(spec, dmp_cfg, root, tmp_path / "dmp", ctx=DistContext())
+    try:
+        for tr in (plain, sharded):
+            tr._load(load_checkpoint(ckpt))  # each its own copy: optimizers adopt the loaded tensors
+        again = sharded._state()
+        for key in ("model", "optim", "baseline", "baseline_optim"):
+            _assert_same(again[key], state[key], key)
+        for tr in (plain, sharded):
+            tr.train_day(DAYS[1])
+        assert sharded.step == plain.step == 16
+        batch = next(iter(plain.eval_reader.iter_day(DAYS[1])))
+        with torch.no_grad():
+            assert torch.allclose(plain.baseline(batch)[0], sharded.baseline(batch)[0], atol=1e-5, rtol=0)
+        fresh = OnlineTrainer(spec, tiny_config(), root, tmp_path / "fresh")
+        fresh.baseline.load_state_dict(state["baseline"])  # weights only, fresh optimizer states
+        fresh.train_day(DAYS[1])
+        with torch.no_grad():
+            assert not torch.allclose(plain.baseline(batch)[0], fresh.baseline(batch)[0], atol=1e-3, rtol=0)
+    finally:
+        sharded.ctx.close()
+
+
+@pytest.mark.integration
+def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
+    root = runs["root"]
+    tr = OnlineTrainer(spec, tiny_config("dist.sharded=always", *RUN), root, tmp_path, ctx=DistContext())
+    try:
+        tr.run(DAYS[:1])
+        ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
+        good = ckpt.read_bytes()
+        forward = tr.model.forward
+        tr.model.forward = lambda batch: tuple(x * float("nan") for x in forward(batch))
+        with pytest.raises(NonFiniteLossError, match=f"non-finite loss on day {DAYS[1]} at step 8"):
+            tr.run(DAYS)
+        assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]] and ckpt.read_bytes() == good
+    finally:
+        tr.ctx.close()
+
+
+def test_table_constraints():
+    from recsys_matta.train.sharding import table_constraints
+
+    cfg = DistConfig(tables={"a": TableShardingConfig(sharding_types=["row_wise"], min_partition=4)})
+    out = table_constraints(["a", "b"], cfg)
+    assert (out["a"].sharding_types, out["a"].compute_kernels, out["a"].min_partition) == (["row_wise"], ["fused"], 4)
+    assert (out["b"].sharding_types, out["b"].min_partition) == (cfg.sharding_types, None)
+    with pytest.raises(UserError, match=r"dist.tables: unknown tables \['c'\]"):
+        table_constraints(["a"], DistConfig(tables={"c": TableShardingConfig()}))
