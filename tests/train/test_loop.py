@@ -145,3 +145,10 @@ def test_frozen_baseline_from_checkpoint(spec, synthetic_root, tmp_path):
     tr.run(DAYS[1:2])
     _assert_same_state(before, tr.baseline.state_dict())
     _assert_same_state(load_checkpoint(ckpt)["baseline"], before)
+
+
+def test_max_batches_per_day_caps_training_and_counts_the_whole_day(spec, synthetic_root, tmp_path):
+    out = _trainer(spec, synthetic_root, tmp_path, "train.max_batches_per_day=2").run(DAYS[:1])
+    # 1500 rows in ceil(1500 / 256) = 6 near-equal batches of 250 rows
+    assert out[0]["train_steps"] == 2 and out[0]["train_rows"] == 500
+    assert out[0]["reader"]["rows_read"] == 1500 and out[0]["eval_rows"] == 1500
