@@ -37,7 +37,7 @@ class LossConfig(_Strict):
     w_ta: float = Field(1.0, ge=0)
     w_distill: float = Field(1.0, ge=0)
     distill_delay: int = Field(0, ge=0)
-    distill_ramp: int = Field(1000, ge=0)
+    distill_ramp: int = Field(300, ge=0)
     label: Literal["teacher", "event"] = "teacher"
 
 
@@ -108,7 +108,7 @@ class TrainConfig(_Strict):
         threads: torch intra-op threads (0 = torch's default).
     """
 
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(256, ge=1)
     eval_batch_size: int = Field(8192, ge=1)
     shuffle_buffer: int = Field(0, ge=0)
     seed: int = 0

@@ -301,7 +301,7 @@ class OnlineTrainer:
     def _batches(self, reader: DayReader, day: str, desc: str) -> Iterator[Batch]:
         total = math.ceil(reader.num_rows(day) / reader.batch_size / self.ctx.world_size)
         show = self.cfg.train.progress and self.ctx.is_main
-        for batch in tqdm(reader.iter_day(day), total=total, desc=f"{desc} {day}", disable=not show, leave=False):
+        for batch in tqdm(reader.iter_day(day), total=total, desc=f"{desc} {day}", disable=None if show else True, leave=False):
             yield batch.to(self.ctx.device, non_blocking=True)
 
     @torch.no_grad()
