@@ -315,6 +315,8 @@ class OnlineTrainer:
         if self.baseline is not None:
             self.baseline.eval()
         for batch in self._batches(self.eval_reader, day, "eval"):
+            if batch.size == 0 and self.sharded is None:
+                continue  # every row of the batch had an invalid label (the EBC rejects stride 0)
             logit_s, logit_ta = self.model(batch)
             cols = {"student": torch.sigmoid(logit_s), "label": batch.label(self.eval_label)}
             if has_ta:
@@ -359,6 +361,8 @@ class OnlineTrainer:
         for i, batch in enumerate(self._batches(self.reader, day, "train")):
             if cap is not None and i >= cap:
                 break
+            if batch.size == 0:
+                continue  # every row of the batch had an invalid label (the EBC rejects stride 0)
             terms = self.train_step(batch, day)
             run.add(terms, batch.size)
         return run

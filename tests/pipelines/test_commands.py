@@ -19,18 +19,6 @@ from tests.tiny import DAYS, SPEC_PATH, TINY
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def _embedded_store(monkeypatch):
-    """The run directory's own sqlite store; opening a tracker exports MLFLOW_TRACKING_URI, so
-    it is removed again afterwards (no store leaks into later tests)."""
-    import os
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
 def test_compare_extract_register_on_a_finished_run(synthetic_root, tmp_path):
     from mlflow import MlflowClient
 

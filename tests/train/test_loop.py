@@ -152,3 +152,21 @@ def test_max_batches_per_day_caps_training_and_counts_the_whole_day(spec, synthe
     # 1500 rows in ceil(1500 / 256) = 6 near-equal batches of 250 rows
     assert out[0]["train_steps"] == 2 and out[0]["train_rows"] == 500
     assert out[0]["reader"]["rows_read"] == 1500 and out[0]["eval_rows"] == 1500
+
+
+def test_a_batch_whose_rows_all_have_invalid_labels_is_skipped(spec, synthetic_root, tmp_path):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    src = sorted((synthetic_root / f"day={DAYS[0]}").glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in src])
+    null_first = pa.array([None] * 300 + [0.0] * (table.num_rows - 300), pa.float32())
+    teacher = pc.if_else(pc.is_null(null_first), null_first, table["teacher_prob"])
+    table = table.set_column(table.schema.get_field_index("teacher_prob"), "teacher_prob", teacher)
+    (tmp_path / "data" / f"day={DAYS[0]}").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "data" / f"day={DAYS[0]}" / "part-00000.parquet")
+    # 1500 rows in 6 batches of 250: the first batch loses every row (null Teacher label)
+    out = _trainer(spec, tmp_path / "data", tmp_path / "w").run(DAYS[:1])
+    assert out[0]["train_rows"] == 1200 and out[0]["train_steps"] == 5
+    assert out[0]["reader"]["label_null_dropped"] == 300 and out[0]["eval_rows"] == 1200
