@@ -373,7 +373,7 @@ class OnlineTrainer:
         terms = matta_loss(logit_s, logit_ta, y, self.step, self.cfg.loss)
         if not torch.isfinite(terms.total):
             raise NonFiniteLossError(
-                f"non-finite loss {float(terms.total)} on day {day} at step {self.step} "
+                f"non-finite loss {terms.total.item()} on day {day} at step {self.step} "
                 f"({terms.as_floats()}); the day is abandoned and the last good checkpoint kept"
             )
         self.opt.zero_grad()
