@@ -151,6 +151,7 @@ class OnlineTrainer:
         self.step = 0
         self.done_days: list[str] = []
         self.history: list[dict] = []
+        self._synced = False  # in-memory state equals the newest checkpoint on disk
 
     def _state(self) -> dict | None:
         """The checkpoint. With sharded tables a collective that returns it on rank 0 only (the
@@ -200,6 +201,7 @@ class OnlineTrainer:
     def restore(self) -> None:
         """Load the newest checkpoint in the work directory (no-op when there is none)."""
         self._restore_before(None)
+        self._synced = True
 
     def _restore_before(self, day: str | None) -> None:
         """Load the newest checkpoint (day=None) or the state just before `day` (for --force)."""
@@ -232,7 +234,8 @@ class OnlineTrainer:
     def run(self, days: list[str]) -> list[dict]:
         """Train on `days` in chronological order; returns the records of the days run now."""
         days = sorted(days, key=self._day_key)
-        self._restore_before(None)
+        if not self._synced:  # a backfill calling run() day by day reads each checkpoint once
+            self._restore_before(None)
         out = []
         for day in days:
             if day in self.done_days and not self.force:
@@ -249,6 +252,7 @@ class OnlineTrainer:
         return out
 
     def run_day(self, day: str) -> dict:
+        self._synced = False  # until this day's checkpoint is written
         t0 = time.perf_counter()
         metrics = self.evaluate(day)
         t_eval = time.perf_counter() - t0
@@ -278,6 +282,7 @@ class OnlineTrainer:
             for s in self.sinks:
                 s.log_day(record, step=record["day_index"])
         self.ctx.barrier()
+        self._synced = True
         return record
 
     def _prune(self) -> None:
