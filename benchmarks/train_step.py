@@ -1,11 +1,22 @@
-"""Training-step throughput: Student-only (Adam) vs MatTA (Adam) vs MatTA (Shampoo), measured in
-one run on the same batches, for several batch sizes. Prints one JSON line.
+"""Throughput of the production training step (`LocalEngine.train`: the one `TrainStep` +
+`run_steps` the trainer runs), measured in one run on the same batches, for several batch sizes.
+Prints one JSON line.
 
     python benchmarks/train_step.py [--preset default] [--batch-sizes 256,1024,4096] [--device cpu]
 
+Arms (no production baseline inside the step, so each arm times exactly one model):
+    student_adam      the Student alone, Adam            (the production baseline's step)
+    student_shampoo   the Student alone, Shampoo
+    ta_alone_shampoo  the TA architecture alone, Shampoo
+    matta_adam        MatTA (Student + TA + distillation), Adam
+    matta_shampoo     MatTA, Shampoo
+Reported per batch size: examples/s and ms/step of each, `shampoo_over_adam` = MatTA+Shampoo /
+MatTA+Adam step time, and `matta_over_parts` = MatTA+Shampoo / (Student + TA-alone, Shampoo):
+below 1 means one MatTA step is cheaper than training the two models separately.
+
 A step = forward + backward + optimizer step of the dense and embedding parameters (no data
-loading: batches are read once and reused). The target of issue 5: the Shampoo step within 1.25x
-of the Adam step at the default preset / batch size / precondition_frequency.
+loading: batches are read once and reused). The timed window is a whole number of Shampoo
+preconditioner refreshes (`precondition_frequency` steps per round), median of `--rounds`.
 """
 
 from __future__ import annotations
@@ -23,107 +34,116 @@ import torch
 
 from recsys_matta.data.reader import DayReader
 from recsys_matta.data.synthetic import generate
-from recsys_matta.models import MatTAModel
+from recsys_matta.distributed.engine import LocalEngine, build_models
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import resolve_config
-from recsys_matta.train.loss import matta_loss
-from recsys_matta.train.optim import ModelOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
+ARMS = {
+    "student_adam": ("student_only=true", "optim.dense=adam", "optim.lr=1e-3"),
+    "student_shampoo": ("student_only=true", "optim.dense=shampoo"),
+    "ta_alone_shampoo": ("ta_alone=true", "optim.dense=shampoo"),
+    "matta_adam": ("optim.dense=adam", "optim.lr=1e-3"),
+    "matta_shampoo": ("optim.dense=shampoo",),
+}
 
 
-def _batches(spec, root: Path, batch_size: int, n: int, device) -> list:
+def _batches(spec, root: Path, batch_size: int, n: int) -> list:
     reader = DayReader(spec, root, batch_size)
     out = []
     for b in reader.iter_day(reader.days()[0]):
-        out.append(b.to(device))
+        out.append(b)
         if len(out) == n:
             break
     return out
 
 
-def _time_steps(model, opt, batches, loss_cfg, warmup: int, steps: int, device) -> float:
-    """Seconds per step (median of 3 rounds of `steps` steps, after `warmup` steps)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    def step(i: int) -> None:
-        b = batches[i % len(batches)]
-        s, t = model(b)
-        loss = matta_loss(s, t, b.teacher, i, loss_cfg).total
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
-    for i in range(warmup):
-        step(i)
-    rounds = []
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+def time_steps(engine: LocalEngine, batches: list, warmup: int, steps: int, rounds: int) -> float:
+    """Seconds per production step: median over `rounds` rounds of `steps` steps, after `warmup`."""
+    device = engine.device
+    on_device = [b.to(device) for b in batches]
+
+    def run(n: int, first: int) -> None:
+        feed = (on_device[(first + i) % len(on_device)] for i in range(n))
+        for _ in engine.train(feed, first, "benchmark"):
+            pass
+
+    run(warmup, 0)
+    times = []
+    for r in range(rounds):
+        _sync(device)
         t0 = time.perf_counter()
-        for i in range(steps):
-            step(warmup + i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rounds.append((time.perf_counter() - t0) / steps)
-    return sorted(rounds)[1]
+        run(steps, warmup + r * steps)
+        _sync(device)
+        times.append((time.perf_counter() - t0) / steps)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--batch-sizes", default="512,1024,2048,4096")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-sizes", default="256,1024,4096")
+    ap.add_argument("--steps", type=int, default=None, help="steps per round (default: precondition_frequency)")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=None, help="default: precondition_frequency + 2")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--overrides", nargs="*", default=[], help="run-config key=value overrides")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--overrides", nargs="*", default=[], help="run-config key=value overrides for every arm")
     args = ap.parse_args()
 
     device = torch.device(args.device)
     spec = load_spec(ROOT / "feature_specs" / "synthetic.yaml")
-    cfg = resolve_config(overrides=[f"preset={args.preset}", *args.overrides])
+    base = [f"preset={args.preset}", "baseline.enabled=false", f"train.device={args.device}", *args.overrides]
+    cfg0 = resolve_config(overrides=base)
+    freq = cfg0.optim.precondition_frequency
+    steps = args.steps or freq
+    warmup = args.warmup if args.warmup is not None else freq + 2
     sizes = [int(s) for s in args.batch_sizes.split(",")]
+    arms = [a for a in args.arms.split(",") if a]
     rows = max(sizes) * 4
     data = ROOT / "benchmarks" / "_data" / f"train_step_{rows}"
     if not data.exists():
         generate(out=data, days=1, rows_per_day=rows, seed=0, start_date=date(2026, 1, 1), progress=False)
-    warmup = args.warmup if args.warmup is not None else cfg.optim.precondition_frequency + 2
-    # the measured window must contain eigenbasis refreshes in proportion: steps >= frequency
-    steps = max(args.steps, cfg.optim.precondition_frequency)
 
     results = {}
     for bs in sizes:
-        batches = _batches(spec, data, bs, 4, device)
-        row = {}
-        for name, student_only, kind, lr in (
-            ("student_adam", True, "adam", 1e-3),
-            ("matta_adam", False, "adam", 1e-3),
-            ("matta_shampoo", False, "shampoo", cfg.optim.lr),
-        ):
-            torch.manual_seed(0)
-            model = MatTAModel(spec, cfg.model, student_only=student_only).to(device)
-            opt = ModelOptimizer(model, kind, lr, cfg.optim)
-            sec = _time_steps(model, opt, batches, cfg.loss, warmup, steps, device)
+        batches = _batches(spec, data, bs, 4)
+        row: dict = {}
+        for name in arms:
+            cfg = resolve_config(overrides=[*base, *ARMS[name]])
+            models = build_models(spec, cfg, device)
+            engine = LocalEngine(models, cfg, cfg.loss.label, device)
+            sec = time_steps(engine, batches, warmup, steps, args.rounds)
             row[f"{name}_examples_per_s"] = round(bs / sec, 1)
-            row[f"{name}_ms_per_step"] = round(1000 * sec, 2)
-        row["matta_over_student"] = round(row["matta_adam_ms_per_step"] / row["student_adam_ms_per_step"], 3)
-        row["shampoo_over_adam"] = round(row["matta_shampoo_ms_per_step"] / row["matta_adam_ms_per_step"], 3)
+            row[f"{name}_ms_per_step"] = round(1000 * sec, 3)
+        ms = {n: row.get(f"{n}_ms_per_step") for n in ARMS}
+        if ms["matta_shampoo"] and ms["matta_adam"]:
+            row["shampoo_over_adam"] = round(ms["matta_shampoo"] / ms["matta_adam"], 3)
+        if ms["matta_shampoo"] and ms["student_shampoo"] and ms["ta_alone_shampoo"]:
+            row["matta_over_parts"] = round(ms["matta_shampoo"] / (ms["student_shampoo"] + ms["ta_alone_shampoo"]), 3)
         results[str(bs)] = row
         print(f"batch {bs}: {row}", file=sys.stderr, flush=True)
 
-    within = [int(b) for b, r in results.items() if r["shampoo_over_adam"] <= 1.25]
     line = {
         "benchmark": "train_step",
+        "step": "LocalEngine.train (TrainStep + run_steps)",
         "preset": args.preset,
         "device": str(device),
-        "precondition_frequency": cfg.optim.precondition_frequency,
+        "precondition_frequency": freq,
         "steps_per_round": steps,
+        "rounds": args.rounds,
         "results": results,
-        "smallest_batch_with_shampoo_within_1.25x": min(within) if within else None,
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         },
     }

@@ -88,7 +88,7 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=0.01"),
 ) -> None:
     """Online MatTA training, day by day, with progressive validation."""
-    from recsys_matta.train.job import prepare, train_job
+    from recsys_matta.jobs.train import prepare, train_job
 
     spec_, cfg = prepare(spec, config, overrides or [])
     train_job(spec_, cfg, data, workdir, days_expr=days, force=force, console=_console())
@@ -106,7 +106,7 @@ def daily(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """The daily job: evaluate on the day, train on it, log to MLflow, register, gate, Mix'n'Match."""
-    from recsys_matta.pipelines.daily import run_daily
+    from recsys_matta.jobs.daily import run_daily
 
     if (day is None) == (days is None):
         _fail("give exactly one of --day (the daily run) or --days (a backfill range)")
@@ -125,7 +125,7 @@ def register(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Register the Student of the newest checkpoint and run the champion gate."""
-    from recsys_matta.pipelines.commands import register_latest
+    from recsys_matta.jobs.commands import register_latest
 
     register_latest(spec, data, workdir, config, overrides or [], console=_console())
 
@@ -140,7 +140,7 @@ def compare(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Student / TA / baseline / champion AucLoss side by side for the given days."""
-    from recsys_matta.pipelines.commands import compare as run
+    from recsys_matta.jobs.commands import compare as run
 
     run(spec, data, workdir, days, config, overrides or [], console=_console())
 
@@ -157,7 +157,7 @@ def extract(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Mix'n'Match: extract Students of many sizes from the trained TA and score each."""
-    from recsys_matta.pipelines.commands import extract_command
+    from recsys_matta.jobs.commands import extract_command
 
     extract_command(spec, data, workdir, days, register or [], budget, config, overrides or [], console=_console())
 
@@ -171,7 +171,7 @@ def demo(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """The embedded default end to end: synthetic data, daily backfill, registry, Mix'n'Match."""
-    from recsys_matta.pipelines.demo import run_demo
+    from recsys_matta.jobs.demo import run_demo
 
     run_demo(workdir, days, rows_per_day, seed, overrides or [])
 
@@ -195,7 +195,7 @@ def teacher_fit(
     threads: int = typer.Option(1, min=0, help="Threads while fitting (0 = all cores)"),
 ) -> None:
     """Fit Teacher candidates on earlier days, keep the one with the lower held-out AucLoss."""
-    from recsys_matta.study.teacher import TeacherConfig, fit_teacher
+    from recsys_matta.teacher.fit import TeacherConfig, fit_teacher
 
     cfg = TeacherConfig(
         candidates=[c.strip() for c in candidates.split(",") if c.strip()],
@@ -219,7 +219,7 @@ def teacher_score(
     threads: int = typer.Option(1, min=0, help="Threads while scoring (0 = all cores)"),
 ) -> None:
     """Write new partitions with the Teacher's probability column and a spec that uses it."""
-    from recsys_matta.study.teacher import score_teacher
+    from recsys_matta.teacher.fit import score_teacher
 
     s = score_teacher(model, spec, data, days, out, column=column, allow_overlap=allow_overlap, threads=threads)
     typer.echo(f"wrote {len(s['days'])} day(s), {sum(s['rows'].values())} rows to {out}; spec: {out / 'spec.yaml'}")
@@ -235,7 +235,7 @@ def study(
     jobs: int = typer.Option(2, min=1, help="Training processes at a time"),
     quick: bool = typer.Option(False, help="Smoke mode: 2 seeds, 3 days, preset small, small batches"),
     arms: Optional[str] = typer.Option(None, help="Comma list of arms (default: all)"),
-    adam_lr: Optional[float] = typer.Option(None, help="Dense lr of matta_adam (default: baseline.lr)"),
+    adam_lr: Optional[float] = typer.Option(None, help="Dense lr of matta_adam (default: baseline.optim.lr)"),
     config: Optional[Path] = typer.Option(None, help="Run config YAML for every arm"),
     name: Optional[str] = typer.Option(None, help="Dataset name in the results (default: the spec's)"),
     tracking: bool = typer.Option(True, help="Log the study to MLflow"),

@@ -43,15 +43,25 @@ def log_loss(prob: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> float:
 
 @dataclass
 class ModelMetrics:
-    """One model's metrics on one day."""
+    """One model's metrics on one day.
+
+    Args:
+        auc_loss: 1 - AUROC against the evaluation label (soft labels weighted).
+        log_loss: mean BCE against the evaluation label.
+        calibration: mean prediction / mean label.
+        rows: rows scored.
+        event_auc_loss: 1 - AUROC against the event label, when the evaluation label is the
+            Teacher's and the data has events (else None).
+    """
 
     auc_loss: float
     log_loss: float
-    calibration: float  # mean prediction / mean label
+    calibration: float
     rows: int
+    event_auc_loss: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def model_metrics(prob: np.ndarray, y: np.ndarray) -> ModelMetrics:

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ModelConfig": "recsys_matta.models.config",
+    "ModelConfig": "recsys_matta.specs.model",
     "MatTAModel": "recsys_matta.models.matta",
     "StandaloneModel": "recsys_matta.models.standalone",
     "Tower": "recsys_matta.models.tower",
@@ -18,8 +18,8 @@ _EXPORTS = {
     "Widths": "recsys_matta.models.tower",
     "Choice": "recsys_matta.models.choice",
     "extract": "recsys_matta.models.extract",
-    "PRESETS": "recsys_matta.models.presets",
-    "param_counts": "recsys_matta.models.presets",
+    "PRESETS": "recsys_matta.specs.presets",
+    "param_counts": "recsys_matta.models.size",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.models.tower import Widths
+from recsys_matta.specs.model import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@
 With `share_params` (M-nesting) one `Tower` holds the TA weights and the Student runs their
 top-left blocks. Without it (paper Table 4 ablation) the Student and the TA are two separate
 towers over the same tables. `student_only=True` is the production baseline: tables of width
-d_S and exactly the Student's tower. The model is pure: no loss inside.
+d_S and exactly the Student's tower. `ta_alone=True` is the TA-sized reference: tables of width
+d_TA and exactly the TA's tower (its TA-only blocks included), trained alone; it too returns
+`(logit, None)`. The model is pure: no loss inside.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from torch import nn
 
 from recsys_matta.data.batch import Batch
 from recsys_matta.models.choice import Choice, student_choice, ta_choice
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.models.embedding import PooledTokens, build_ebc
 from recsys_matta.models.tower import Tower, TowerDims, Widths
 from recsys_matta.specs import FeatureSpec
+from recsys_matta.specs.model import ModelConfig
 
 
 class MatTAModel(nn.Module):
@@ -31,6 +33,8 @@ class MatTAModel(nn.Module):
         cfg: widths and depths of the Student and the TA.
         student_only: build only the Student (the production baseline); `forward` returns
             `(logit_student, None)`.
+        ta_alone: build only the TA's architecture (the TA-sized reference); `forward` returns
+            `(logit, None)` and `student_only` is True (one tower).
         ebc_device: device of the embedding tables (`"meta"` when DistributedModelParallel will
             materialise them); dense weights are created on the default device.
     """
@@ -41,21 +45,32 @@ class MatTAModel(nn.Module):
         cfg: ModelConfig,
         student_only: bool = False,
         ebc_device: torch.device | str | None = None,
+        ta_alone: bool = False,
     ) -> None:
         super().__init__()
-        self.spec, self.cfg, self.student_only = spec, cfg, student_only
+        self.spec, self.cfg, self.ta_alone = spec, cfg, ta_alone
+        self.student_only = student_only or ta_alone
         self.dims = TowerDims.from_config(len(spec.sparse), len(spec.dense), cfg)
-        self.embedding_dim = cfg.d_student if student_only else cfg.d_ta
+        self.embedding_dim = cfg.d_student if student_only and not ta_alone else cfg.d_ta
         self.ebc = build_ebc(spec, self.embedding_dim, cfg.pooling, ebc_device)
         self._pooled = PooledTokens(spec.sparse_names)
-        self._student_widths: Widths = self.dims.student()
+        self._student_widths: Widths = self.dims.ta() if ta_alone else self.dims.student()
         self._ta_widths: Widths = self.dims.ta()
-        if student_only:
+        if ta_alone:
+            self.tower = Tower(self.dims.fixed(self.dims.ta()))
+            self.student_tower = None
+        elif student_only:
             self.tower = Tower(self.dims.student_only())
             self.student_tower: Tower | None = None
         else:
             self.tower = Tower(self.dims)
             self.student_tower = None if cfg.share_params else Tower(self.dims.student_only())
+
+    def fresh(self, ebc_device: torch.device | str | None = None) -> "MatTAModel":
+        """A newly initialised model of the same architecture."""
+        return MatTAModel(
+            self.spec, self.cfg, self.student_only and not self.ta_alone, ebc_device, ta_alone=self.ta_alone
+        )
 
     def pooled(self, batch: Batch) -> torch.Tensor:
         """Pooled embeddings (B, F, embedding_dim), features in spec order."""
@@ -74,6 +89,8 @@ class MatTAModel(nn.Module):
 
     def tower_for(self, choice: Choice) -> tuple[Tower, Widths]:
         """The tower that runs `choice` and its concrete widths (used by extraction)."""
+        if self.ta_alone:
+            raise ValueError("a TA-alone model has one tower only; it has no Mix'n'Match sub-networks")
         w = choice.widths(self.cfg)
         if choice == student_choice(self.cfg):
             return self._student_path(), w

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.modules import NestedDenseTokens, NestedGAU, NestedLayerNorm, NestedMLP
+from recsys_matta.specs.model import ModelConfig
 
 
 @dataclass(frozen=True)

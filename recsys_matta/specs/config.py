@@ -1,6 +1,6 @@
 """Run configuration: typed, validated, loaded from YAML plus dotted `key=value` overrides.
 
-`preset` picks a base `ModelConfig` (recsys_matta.models.presets); `model.*` keys override it.
+`preset` picks a base `ModelConfig` (recsys_matta.specs.presets); `model.*` keys override it.
 Unknown keys are errors that name the key and the source (file or override).
 """
 
@@ -13,8 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.specs.loading import SpecError, read_yaml, validate_mapping
+from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.presets import PRESETS
 
 
 class _Strict(BaseModel):
@@ -42,7 +43,7 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """Optimizers of the trained (MatTA) model.
+    """Optimizers of one model (the MatTA model: `optim`; the baseline: `baseline.optim`).
 
     Args:
         dense: optimizer of dense (non-embedding) parameters: `shampoo` (heavyball SOAP:
@@ -74,22 +75,39 @@ class OptimConfig(_Strict):
     embedding_eps: float = Field(1e-8, gt=0)
 
 
+def _baseline_optim() -> "OptimConfig":
+    return OptimConfig(dense="adam", lr=1e-3, betas=(0.9, 0.999))
+
+
 class BaselineConfig(_Strict):
-    """The production baseline: the Student architecture alone with a first-order optimizer,
-    trained on the same stream in the same run (or loaded from a checkpoint and frozen).
+    """The production baseline: the Student architecture alone, trained on the same stream in
+    the same run (or loaded from a checkpoint and frozen), with its OWN optimizer settings
+    (nothing is inherited from `optim`).
 
     Args:
         enabled: train / evaluate a baseline.
-        optimizer: `adam` or `adagrad` for its dense parameters (embeddings: row-wise Adagrad).
-        lr: its dense learning rate.
+        optim: its optimizers (default: Adam lr 1e-3, betas (0.9, 0.999), no weight decay on
+            the dense weights; row-wise Adagrad on the tables).
         checkpoint: load the baseline's weights from this trainer checkpoint and keep them
             frozen, instead of training it.
     """
 
     enabled: bool = True
-    optimizer: Literal["adam", "adagrad"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    optim: OptimConfig = Field(default_factory=_baseline_optim)
     checkpoint: str | None = None
+
+
+class DataConfig(_Strict):
+    """What the online loop accepts from a day's data.
+
+    Args:
+        max_invalid_fraction: largest share of a day's rows that may be dropped (null or
+            out-of-range labels) before the day fails instead of training on the rest.
+        min_rows: fewest rows (after dropping) a day must have to be trained and marked done.
+    """
+
+    max_invalid_fraction: float = Field(0.01, ge=0, le=1)
+    min_rows: int = Field(1, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -142,7 +160,7 @@ class TableShardingConfig(_Strict):
 
 
 class DistConfig(_Strict):
-    """Multi-process training under `torchrun` (DESIGN.md section 8; recsys_matta.train.sharding).
+    """Multi-process training under `torchrun` (DESIGN.md section 8; recsys_matta.distributed.sharded).
 
     Args:
         sharded: when the models go through TorchRec `DistributedModelParallel`: `auto` = only
@@ -198,10 +216,13 @@ class RunConfig(_Strict):
         preset: base model preset (`small`, `default`, `large`); `model.*` keys override it.
         student_only: train the Student alone (no TA, no distillation): the "Shampoo only" and
             production arms of the ablations.
+        ta_alone: train the TA's architecture alone (its tables, tower and TA-only blocks; no
+            Student, no distillation): the TA-sized reference of the study.
         model: model architecture (after the preset).
         loss: loss weights and schedule.
         optim: optimizers of the trained model.
-        baseline: the production baseline trained alongside.
+        baseline: the production baseline trained alongside (its own optimizer settings).
+        data: what the online loop accepts from a day (loss budget for dropped rows).
         train: the online loop.
         dist: multi-process (torchrun) sharding and pipelining.
         daily: the daily pipeline (registration, gate, Mix'n'Match).
@@ -211,10 +232,12 @@ class RunConfig(_Strict):
 
     preset: str = "default"
     student_only: bool = False
+    ta_alone: bool = False
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     baseline: BaselineConfig = BaselineConfig()
+    data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     dist: DistConfig = DistConfig()
     daily: DailyConfig = DailyConfig()
@@ -223,9 +246,16 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> "RunConfig":
-        if not self.model.share_params and self.student_only:
-            raise ValueError("share_params=False needs a TA (student_only=false)")
+        if self.student_only and self.ta_alone:
+            raise ValueError("student_only and ta_alone exclude each other")
+        if not self.model.share_params and (self.student_only or self.ta_alone):
+            raise ValueError("share_params=False needs a MatTA model (student_only=false, ta_alone=false)")
         return self
+
+    @property
+    def single_tower(self) -> bool:
+        """One model, no TA output and no distillation (`student_only` or `ta_alone`)."""
+        return self.student_only or self.ta_alone
 
 
 def _set_dotted(data: dict, key: str, value: object, source: str) -> None:
@@ -260,8 +290,6 @@ def resolve_config(
     base: dict | None = None,
 ) -> RunConfig:
     """YAML file (optional) + `base` dict + dotted overrides -> validated RunConfig."""
-    from recsys_matta.models.presets import PRESETS
-
     data: dict = copy.deepcopy(base) if base else {}
     source = "run config"
     if path is not None:
@@ -281,4 +309,8 @@ def resolve_config(
     if not isinstance(model, dict):
         raise SpecError(f"{source}: model: expected a mapping")
     data["model"] = {**PRESETS[preset].model_dump(), **model}
+    baseline = data.get("baseline")
+    if isinstance(baseline, dict) and isinstance(baseline.get("optim"), dict):
+        # `baseline.optim.lr=...` keeps the baseline's own defaults for the other keys
+        baseline["optim"] = {**_baseline_optim().model_dump(), **baseline["optim"]}
     return validate_mapping(RunConfig, data, source + (" + overrides" if overrides else ""))

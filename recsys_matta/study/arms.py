@@ -7,6 +7,8 @@
     matta_adam             MatTA, optim.dense=adam (optim.lr = the Adam lr)
     matta_shampoo          MatTA, optim.dense=shampoo (Student and TA reported)
     matta_shampoo_noshare  MatTA, optim.dense=shampoo model.share_params=false
+    ta_alone               the TA architecture alone (ta_alone=true), optim.dense=shampoo: the
+                           TA-sized reference the MatTA TA is compared with
 
 Overrides of one job, later ones win:
     study defaults (threads=1, no progress bars, 1 checkpoint kept; 2 in the host arm's job)
@@ -36,12 +38,19 @@ class Arm:
         title: row label in the tables.
         overrides: the run-config settings that define it.
         models: the models it reports (`student`, and `ta` for MatTA arms).
+        records: the record key of each of `models` in the job's metrics (None: the same names;
+            a single-tower run records its model as `student`).
     """
 
     name: str
     title: str
     overrides: tuple[str, ...]
     models: tuple[str, ...]
+    records: tuple[str, ...] | None = None
+
+    def sources(self) -> list[tuple[str, str]]:
+        """[(model name in the results, record key)]."""
+        return list(zip(self.models, self.records or self.models))
 
 
 ARMS: tuple[Arm, ...] = (
@@ -54,6 +63,7 @@ ARMS: tuple[Arm, ...] = (
         ("student_only=false", "optim.dense=shampoo", "model.share_params=false"),
         ("student", "ta"),
     ),
+    Arm("ta_alone", "TA alone (TA architecture, Shampoo)", ("ta_alone=true", "optim.dense=shampoo"), ("ta",), ("student",)),
 )
 ARM_BY_NAME = {a.name: a for a in ARMS}
 BASELINE_TITLE = "Baseline (Student, first-order)"
@@ -87,7 +97,7 @@ class StudySettings(BaseModel):
         overrides: `key=value` run-config overrides for every arm, `<arm>:key=value` for one.
         arms: arms to run (default all; the baseline comes with the host arm `matta_shampoo`,
             or the first arm listed when it is left out).
-        adam_lr: dense lr of `matta_adam` (None = the baseline's Adam lr, `baseline.lr`).
+        adam_lr: dense lr of `matta_adam` (None = the baseline's Adam lr, `baseline.optim.lr`).
         config: run config YAML applied before the overrides.
         name: dataset name in the results (None = the spec's name).
         tracking: log the study to MLflow (`<out>/mlflow.db` unless MLFLOW_TRACKING_URI).
@@ -142,12 +152,12 @@ class StudySettings(BaseModel):
         return common, per_arm
 
     def adam_overrides(self, common: list[str]) -> list[str]:
-        """`optim.lr=<adam lr>` for matta_adam (default: the resolved `baseline.lr`)."""
+        """`optim.lr=<adam lr>` for matta_adam (default: the resolved `baseline.optim.lr`)."""
         lr = self.adam_lr
         if lr is None:
             from recsys_matta.specs.config import resolve_config
 
-            lr = resolve_config(self.config, [*STUDY_DEFAULTS, *common]).baseline.lr
+            lr = resolve_config(self.config, [*STUDY_DEFAULTS, *common]).baseline.optim.lr
         return [f"optim.lr={lr!r}"]
 
     def job_overrides(self, arm: Arm, seed: int) -> list[str]:

@@ -54,15 +54,15 @@ def mixnmatch_from_checkpoint(
     run_dir: Path, spec: FeatureSpec, cfg: RunConfig, data: Path, days: list[str], out_dir: Path
 ) -> dict:
     """Mix'n'Match of the run (config `cfg`) trained through `days[-2]`, scored on `days[-1]`."""
+    from recsys_matta.jobs.mixnmatch import mixnmatch_report
     from recsys_matta.models import MatTAModel
-    from recsys_matta.pipelines.mixnmatch import mixnmatch_report
 
     state, trained = _checkpoint(run_dir, spec, days[-2])
-    if cfg.student_only:
+    if cfg.single_tower:
         from recsys_matta.errors import UserError
 
         raise UserError(f"{run_dir}: a Student-only run has no TA to extract from")
-    model = MatTAModel(spec, cfg.model, student_only=cfg.student_only)
+    model = MatTAModel(spec, cfg.model, student_only=cfg.student_only, ta_alone=cfg.ta_alone)
     model.load_state_dict(state["model"])
     baseline = None
     if state.get("baseline") is not None:
@@ -89,9 +89,9 @@ def preconditioner_factors(run_dir: Path, spec: FeatureSpec, cfg: RunConfig) -> 
     from recsys_matta.train.optim import ModelOptimizer, Shampoo
 
     state, day = _checkpoint(run_dir, spec, None)
-    model = MatTAModel(spec, cfg.model, student_only=cfg.student_only)
+    model = MatTAModel(spec, cfg.model, student_only=cfg.student_only, ta_alone=cfg.ta_alone)
     model.load_state_dict(state["model"])
-    opt = ModelOptimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim)
+    opt = ModelOptimizer(model, cfg.optim)
     opt.load_state_dict(state["optim"])
     name, layer = first_nested_layer(model)
     factors = opt.dense.preconditioner_factors(layer.weight) if isinstance(opt.dense, Shampoo) else None

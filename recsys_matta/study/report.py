@@ -153,7 +153,7 @@ def section(name: str, results: dict, meta: dict, figures: dict[str, str], tunin
 
 
 def mix_table(mix: dict) -> str:
-    from recsys_matta.pipelines.mixnmatch import report_markdown
+    from recsys_matta.jobs.mixnmatch import report_markdown
 
     return report_markdown(mix)
 

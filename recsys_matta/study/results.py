@@ -13,13 +13,13 @@ and the data has events) are summarised the same way under `event_*` keys.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from recsys_matta.study.arms import ARM_BY_NAME, BASELINE
+from recsys_matta.train.records import METRICS_FILE, DayRecord, read_records
 
 METRICS = ("auc_loss", "event_auc_loss")
 
@@ -29,19 +29,15 @@ def scored_days(days: list[str]) -> list[str]:
     return list(days[len(days) // 2 :])
 
 
-def read_records(workdir: Path) -> dict[str, dict]:
+def records_by_day(workdir: Path) -> dict[str, DayRecord]:
     """{day: record} of a job's metrics.jsonl (empty when missing)."""
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["day"]: r for r in recs}
+    return {r.day: r for r in read_records(Path(workdir) / METRICS_FILE)}
 
 
-def _value(record: dict | None, model: str, metric: str) -> float:
-    entry = (record or {}).get(model)
-    v = entry.get(metric) if isinstance(entry, dict) else None
-    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+def _value(record: DayRecord | None, model: str, metric: str) -> float:
+    m = None if record is None else record.metrics_of(model)
+    v = None if m is None else getattr(m, metric)
+    return math.nan if v is None else float(v)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -56,7 +52,7 @@ def model_sources(arm: str, host: str) -> list[tuple[str, str, str]]:
     """[(model name in the results, job arm, model key in its records)] of an arm."""
     if arm == BASELINE:
         return [("student", host, "baseline")]
-    return [(m, arm, m) for m in ARM_BY_NAME[arm].models]
+    return [(m, arm, key) for m, key in ARM_BY_NAME[arm].sources()]
 
 
 def per_seed_scores(
@@ -65,7 +61,7 @@ def per_seed_scores(
     """{seed: mean `metric` of `model_key` over `days`} for the seeds whose job has every day."""
     out = {}
     for seed in seeds:
-        recs = read_records(runs / arm / f"seed{seed}")
+        recs = records_by_day(runs / arm / f"seed{seed}")
         vals = [_value(recs.get(d), model_key, metric) for d in days]
         if days and all(d in recs for d in days):
             out[seed] = float(np.mean(vals))
@@ -117,7 +113,7 @@ def day_curves(runs: Path, arms: list[str], seeds: list[int], days: list[str], h
     curves: dict[str, list[float]] = {}
     for arm in [BASELINE, *arms]:
         for model, job_arm, key in model_sources(arm, host):
-            recs = [read_records(runs / job_arm / f"seed{s}") for s in seeds]
+            recs = [records_by_day(runs / job_arm / f"seed{s}") for s in seeds]
             row = []
             for d in days:
                 vals = [_value(r.get(d), key, "auc_loss") for r in recs]
@@ -130,9 +126,9 @@ def day_curves(runs: Path, arms: list[str], seeds: list[int], days: list[str], h
 
 def job_seconds(workdir: Path) -> dict:
     """Compute seconds of a job from its records: eval / train summed over its days."""
-    recs = read_records(workdir).values()
-    ev = sum(float(r.get("seconds", {}).get("eval", 0.0)) for r in recs)
-    tr = sum(float(r.get("seconds", {}).get("train", 0.0)) for r in recs)
+    recs = read_records(Path(workdir) / METRICS_FILE)
+    ev = sum(r.seconds.get("eval", 0.0) for r in recs)
+    tr = sum(r.seconds.get("train", 0.0) for r in recs)
     per_day = (ev + tr) / max(len(recs), 1)
     return {"days": len(recs), "eval_s": round(ev, 2), "train_s": round(tr, 2), "per_day_s": round(per_day, 2)}
 

@@ -74,10 +74,9 @@ class Job:
 
 def done_days(workdir: str | Path) -> list[str]:
     """Days recorded in a job's `metrics.jsonl` (empty when there is none)."""
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line)["day"] for line in path.read_text().splitlines() if line.strip()]
+    from recsys_matta.train.records import read_records
+
+    return [r.day for r in read_records(Path(workdir))]
 
 
 def is_finished(job: Job) -> bool:
@@ -122,10 +121,10 @@ def run_job(job: Job) -> dict:
     try:
         import torch
 
+        from recsys_matta.distributed.context import DistContext
+        from recsys_matta.jobs.train import train_job
         from recsys_matta.specs import load_spec
         from recsys_matta.specs.config import resolve_config
-        from recsys_matta.train.dist import DistContext
-        from recsys_matta.train.job import train_job
 
         spec = load_spec(job.spec)
         cfg = resolve_config(job.config, list(job.overrides))
@@ -190,11 +189,13 @@ def _hms(secs: float) -> str:
 
 
 def _day_line(job: Job, days: list[str]) -> str:
-    last = Path(job.workdir) / "metrics.jsonl"
-    rec = json.loads(last.read_text().splitlines()[-1]) if last.is_file() else {}
-    parts = [f"{m} {rec[m]['auc_loss']:.4f}" for m in ("student", "ta", "baseline") if isinstance(rec.get(m), dict)]
+    from recsys_matta.train.records import read_records
+
+    recs = read_records(Path(job.workdir))
+    rec = recs[-1] if recs else None
+    parts = [f"{m} {rec.auc_loss(m):.4f}" for m in ("student", "ta", "baseline") if rec and rec.metrics_of(m)]
     done = sum(d in set(days) for d in job.days)
-    return f"  {job.label}: day {done}/{len(job.days)} ({rec.get('day', '?')}) AucLoss " + ", ".join(parts)
+    return f"  {job.label}: day {done}/{len(job.days)} ({rec.day if rec else '?'}) AucLoss " + ", ".join(parts)
 
 
 def run_jobs(

@@ -20,7 +20,10 @@ import re
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recsys_matta.train.records import DayRecord
 
 # mlflow.utils.validation: MAX_PARAM_VAL_LENGTH, MAX_ENTITY_KEY_LENGTH (checked in the tests).
 PARAM_VALUE_LIMIT = 6000
@@ -113,20 +116,24 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
     return out
 
 
-MODELS = ("student", "ta", "baseline", "champion")
-
-
-def day_metrics(record: Mapping[str, Any], models: tuple[str, ...] = MODELS) -> dict[str, float]:
-    """A `metrics.jsonl` line -> MLflow metric names for that day's step.
-
-    `day` (and other non-numeric top-level entries) is dropped, `<model>_<name>` top-level keys
-    of a known model become `<model>/<name>` (`student_rel_improvement` ->
-    `student/rel_improvement`), nested dicts are flattened with `/`.
-    """
+def day_metrics(record: "DayRecord") -> dict[str, float]:
+    """A day's record -> MLflow metric names for that day's step: `<model>/<metric>`
+    (`student/auc_loss`, `student/rel_improvement`), `loss/<term>`, `reader/<count>`,
+    `seconds/<phase>`, `eval_rows`, `train_rows`, `train_steps`."""
     out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, str) or key == "day":
-            continue
-        model = next((m for m in models if key.startswith(m + "_")), None)
-        out[f"{model}/{key[len(model) + 1 :]}" if model else key] = value
+    for model in ("student", "ta", "baseline"):
+        m = record.metrics_of(model)
+        if m is not None:
+            out[model] = dataclasses.asdict(m)
+            rel = record.rel_improvement(model)
+            if rel is not None:
+                out[model]["rel_improvement"] = rel
+    out.update(
+        loss=record.loss,
+        reader=record.reader,
+        seconds=record.seconds,
+        eval_rows=record.eval_rows,
+        train_rows=record.train_rows,
+        train_steps=record.train_steps,
+    )
     return flatten_metrics(out)

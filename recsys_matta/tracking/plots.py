@@ -5,23 +5,24 @@
 * `plot_frontier(points, baseline_auc_loss, path, student=, ta=)`: the Mix'n'Match frontier,
   dense parameters vs AucLoss, the baseline as a horizontal line, Student and TA marked.
 
-`records` are the lines of `metrics.jsonl`, one per day:
-`{"day": "2026-11-01", "student": {"auc_loss": .., ...}, "ta": {...}, "baseline": {...},
-"student_rel_improvement": .., "ta_rel_improvement": .., ...}`; a model or value missing on a
-day is skipped (the line joins the neighbouring days). Every function returns the PNG path;
+`records` are the per-day `DayRecord`s (recsys_matta.train.records, the lines of
+`metrics.jsonl`); a model or value missing on a day is skipped (the line joins the neighbouring
+days). Every function returns the PNG path;
 matplotlib loads on first use.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recsys_matta.train.records import DayRecord
 
 MODELS = ("student", "ta", "baseline")
 _STYLE = {
@@ -33,34 +34,26 @@ _STYLE = {
 _MAX_TICKS = 12
 
 
-def read_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The per-day records of a `metrics.jsonl` file (blank lines skipped)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def _number(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
-def days_of(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(r.get("day", i)) for i, r in enumerate(records)]
+def days_of(records: Sequence[DayRecord]) -> list[str]:
+    return [r.day for r in records]
 
 
-def series(
-    records: Sequence[Mapping[str, Any]], model: str, metric: str = "auc_loss"
-) -> np.ndarray:
-    """(days,) values of `record[model][metric]`, NaN where missing."""
+def series(records: Sequence[DayRecord], model: str, metric: str = "auc_loss") -> np.ndarray:
+    """(days,) values of `metric` of `model` per day, NaN where missing."""
     values = []
     for r in records:
-        entry = r.get(model)
-        values.append(_number(entry.get(metric)) if isinstance(entry, Mapping) else math.nan)
+        m = r.metrics_of(model)
+        values.append(math.nan if m is None else _number(getattr(m, metric, None)))
     return np.array(values, dtype=np.float64)
 
 
-def rel_series(records: Sequence[Mapping[str, Any]], model: str) -> np.ndarray:
-    """(days,) values of `record[f"{model}_rel_improvement"]`, NaN where missing."""
-    return np.array([_number(r.get(f"{model}_rel_improvement")) for r in records], dtype=np.float64)
+def rel_series(records: Sequence[DayRecord], model: str) -> np.ndarray:
+    """(days,) relative improvements of `model` over the baseline, NaN where missing."""
+    return np.array([_number(r.rel_improvement(model)) for r in records], dtype=np.float64)
 
 
 def _figure(width: float = 7.0, height: float = 4.0):
@@ -87,7 +80,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def plot_auc_loss_per_day(
-    records: Sequence[Mapping[str, Any]], path: str | Path, models: Sequence[str] = MODELS
+    records: Sequence[DayRecord], path: str | Path, models: Sequence[str] = MODELS
 ) -> Path:
     """AucLoss (1 - AUC, lower is better) per day, one line per model present."""
     fig, ax = _figure()
@@ -106,11 +99,11 @@ def plot_auc_loss_per_day(
 
 
 def plot_rel_improvement_per_day(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[DayRecord],
     path: str | Path,
     models: Sequence[str] = ("student", "ta"),
 ) -> Path:
-    """`<model>_rel_improvement` (over the baseline; above 0 is better) per day."""
+    """The relative AucLoss change over the baseline per day (below 0 is better)."""
     fig, ax = _figure()
     x = _day_axis(ax, days_of(records))
     ax.axhline(0.0, color="black", linewidth=0.8)

@@ -6,6 +6,7 @@
     L    = ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D
 
 All terms from logits with `binary_cross_entropy_with_logits` (stable for large |logit|).
+The production baseline trains on `baseline_loss` = BCE(σ(logit_B), y), nothing else.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ class LossTerms:
     distill: Tensor | None
     ramp: float
 
-    def as_floats(self) -> dict[str, float]:
-        out = {"loss/total": float(self.total.detach()), "loss/student": float(self.student)}
+    def detached(self) -> dict[str, Tensor]:
+        """Each term as a detached 0-d tensor, keyed `loss/<term>` (no device sync)."""
+        out = {"loss/total": self.total.detach(), "loss/student": self.student}
         if self.ta is not None:
-            out["loss/ta"] = float(self.ta)
+            out["loss/ta"] = self.ta
         if self.distill is not None:
-            out["loss/distill"] = float(self.distill)
-            out["loss/distill_ramp"] = self.ramp
+            out["loss/distill"] = self.distill
+            out["loss/distill_ramp"] = torch.tensor(self.ramp)
         return out
 
 
@@ -64,3 +66,8 @@ def matta_loss(
     r = distill_ramp(step, cfg.distill_delay, cfg.distill_ramp)
     total = cfg.w_student * l_s + cfg.w_ta * l_ta + (r * cfg.w_distill) * l_d
     return LossTerms(total, l_s.detach(), l_ta.detach(), l_d.detach(), r)
+
+
+def baseline_loss(logit_b: Tensor, y: Tensor) -> Tensor:
+    """logit_b, y: (B,). The production baseline's loss, BCE(σ(logit_B), y) (no weights)."""
+    return F.binary_cross_entropy_with_logits(logit_b, y)

@@ -112,19 +112,19 @@ class Shampoo:
 
 
 class DenseOptimizer:
-    """A first-order dense optimizer (Adam or Adagrad) with the same small interface as Shampoo."""
+    """A first-order dense optimizer (`cfg.dense`: Adam or Adagrad) with the same small interface
+    as Shampoo."""
 
-    def __init__(self, params: Iterable[nn.Parameter], kind: str, lr: float, cfg: OptimConfig | None = None):
+    def __init__(self, params: Iterable[nn.Parameter], cfg: OptimConfig):
         params = list(params)
-        cfg = cfg or OptimConfig()
-        if kind == "adam":
+        if cfg.dense == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay
+                params, lr=cfg.lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay
             )
-        elif kind == "adagrad":
-            self.opt = torch.optim.Adagrad(params, lr=lr, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
+        elif cfg.dense == "adagrad":
+            self.opt = torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
         else:
-            raise ValueError(f"unknown first-order optimizer {kind!r}; expected adam or adagrad")
+            raise ValueError(f"unknown first-order optimizer {cfg.dense!r}; expected adam or adagrad")
 
     @property
     def param_groups(self) -> list[dict]:
@@ -143,21 +143,25 @@ class DenseOptimizer:
         self.opt.load_state_dict(state)
 
 
-def make_dense_optimizer(
-    params: Iterable[nn.Parameter], kind: str, lr: float, cfg: OptimConfig
-) -> Shampoo | DenseOptimizer:
-    """The dense optimizer `kind` (`shampoo`, `adam`, `adagrad`) at learning rate `lr`."""
-    if kind == "shampoo":
-        return Shampoo(params, cfg.model_copy(update={"lr": lr}))
-    return DenseOptimizer(params, kind, lr, cfg)
+def make_dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> Shampoo | DenseOptimizer:
+    """The dense optimizer `cfg.dense` (`shampoo`, `adam`, `adagrad`)."""
+    if cfg.dense == "shampoo":
+        return Shampoo(params, cfg)
+    return DenseOptimizer(params, cfg)
 
 
 class ModelOptimizer:
-    """Dense optimizer + row-wise Adagrad on the embeddings of one model, stepped together."""
+    """Dense optimizer + row-wise Adagrad on the embeddings of one model, stepped together.
 
-    def __init__(self, model: nn.Module, dense_kind: str, lr: float, cfg: OptimConfig):
+    Args:
+        model: the model (tables under `model.ebc`).
+        cfg: its optimizer settings (`optim` for the MatTA model, `baseline.optim` for the
+            baseline).
+    """
+
+    def __init__(self, model: nn.Module, cfg: OptimConfig):
         emb, dense = split_parameters(model)
-        self.dense = make_dense_optimizer(dense, dense_kind, lr, cfg)
+        self.dense = make_dense_optimizer(dense, cfg)
         self.embedding = (
             RowWiseAdagrad(emb, lr=cfg.embedding_lr, eps=cfg.embedding_eps) if emb else None
         )

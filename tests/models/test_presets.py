@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.models.matta import MatTAModel
-from recsys_matta.models.presets import PRESETS, get_preset, param_counts
+from recsys_matta.models.size import param_counts
 from recsys_matta.specs import load_spec
+from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.presets import PRESETS, get_preset
 from tests.models.tiny import SHARED_SPEC, TINY_CFG, TINY_SPEC
 
 SYNTHETIC = Path(__file__).resolve().parents[2] / "feature_specs" / "synthetic.yaml"

@@ -6,8 +6,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_matta.data.batch import Batch
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.specs import FeatureSpec
+from recsys_matta.specs.model import ModelConfig
 
 # sparse a (10 rows), b (5 + OOV = 6 rows), c (multi-valued, 7 + OOV = 8 rows); dense x, y
 TINY_SPEC = FeatureSpec.model_validate(

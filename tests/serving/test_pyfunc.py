@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import torch
 
 from recsys_matta.errors import DataError
 from recsys_matta.serving.pyfunc import (

@@ -7,10 +7,10 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from recsys_matta.models.config import ModelConfig
 from recsys_matta.models.standalone import StandaloneModel
 from recsys_matta.models.tower import TowerDims
 from recsys_matta.specs import FeatureSpec
+from recsys_matta.specs.model import ModelConfig
 
 SPEC = FeatureSpec.model_validate(
     {

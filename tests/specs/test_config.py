@@ -1,8 +1,8 @@
 import pytest
 
-from recsys_matta.models.presets import PRESETS
 from recsys_matta.specs import SpecError
 from recsys_matta.specs.config import parse_overrides, resolve_config
+from recsys_matta.specs.presets import PRESETS
 
 
 def test_defaults_resolve_to_the_default_preset():

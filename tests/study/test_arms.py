@@ -24,7 +24,7 @@ def test_every_arm_and_seed_gets_its_configuration(tmp_path):
     assert [(j.arm, j.seed) for j in jobs[:4]] == [
         ("matta_shampoo", 0), ("shampoo_only", 0), ("matta_adam", 0), ("matta_shampoo_noshare", 0)
     ]
-    assert len(jobs) == 8 and all(j.days == tuple(DAYS) for j in jobs)
+    assert len(jobs) == 10 and all(j.days == tuple(DAYS) for j in jobs)
     assert jobs[0].workdir.endswith("study/runs/matta_shampoo/seed0")
     c = _cfgs(s)
     host = c[("matta_shampoo", 1)]
@@ -36,10 +36,12 @@ def test_every_arm_and_seed_gets_its_configuration(tmp_path):
     assert so.student_only and so.optim.dense == "shampoo" and not so.baseline.enabled
     adam = c[("matta_adam", 0)]
     # the Adam arm runs at the baseline's Adam lr, not the Shampoo lr given for every arm
-    assert adam.optim.dense == "adam" and adam.optim.lr == adam.baseline.lr == 1e-3
+    assert adam.optim.dense == "adam" and adam.optim.lr == adam.baseline.optim.lr == 1e-3
     assert adam.loss.w_distill == 0.5 and host.loss.w_distill == 1.0  # arm-only override
     ns = c[("matta_shampoo_noshare", 0)]
     assert not ns.model.share_params and ns.optim.dense == "shampoo" and not ns.baseline.enabled
+    ta = c[("ta_alone", 1)]
+    assert ta.ta_alone and not ta.student_only and ta.optim.dense == "shampoo" and not ta.baseline.enabled
 
 
 def test_adam_lr_option_and_quick_mode(tmp_path):

@@ -1,11 +1,12 @@
 """Aggregation of the jobs' metrics.jsonl into the study's numbers, on hand-written records."""
 
-import json
 import math
 
 import pytest
 
 from recsys_matta.study.results import aggregate, day_curves, json_safe, mean_std, scored_days
+from recsys_matta.train.records import write_records
+from tests.records import day_record, metrics
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
 
@@ -14,8 +15,8 @@ def _write(runs, arm, seed, per_day):
     """per_day: list of {model: auc_loss} for DAYS."""
     folder = runs / arm / f"seed{seed}"
     folder.mkdir(parents=True)
-    lines = [json.dumps({"day": d, **{m: {"auc_loss": v} for m, v in r.items()}}) for d, r in zip(DAYS, per_day)]
-    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    recs = [day_record(d, i, **{m: metrics(v) for m, v in r.items()}) for i, (d, r) in enumerate(zip(DAYS, per_day))]
+    write_records(folder / "metrics.jsonl", recs)
 
 
 def test_scored_days_is_the_last_half():
@@ -64,9 +65,7 @@ def test_aggregate_last_half_per_seed_relative_to_same_seed_baseline(tmp_path):
 def test_incomplete_job_drops_its_seed(tmp_path):
     runs = tmp_path / "runs"
     _write(runs, "matta_shampoo", 0, [{"student": 0.3, "ta": 0.3, "baseline": 0.4}] * 4)
-    folder = runs / "matta_shampoo" / "seed1"
-    folder.mkdir(parents=True)
-    (folder / "metrics.jsonl").write_text(json.dumps({"day": DAYS[0], "student": {"auc_loss": 0.1}}) + "\n")
+    _write(runs, "matta_shampoo", 1, [{"student": 0.1}])  # one day of four
     res = aggregate(runs, ["matta_shampoo"], [0, 1], DAYS, host="matta_shampoo")
     assert res["matta_shampoo"]["student"]["seeds"] == [0]
     assert math.isnan(res["matta_shampoo"]["student"]["auc_loss_std"])

@@ -6,6 +6,7 @@ import pytest
 
 from recsys_matta.errors import UserError
 from recsys_matta.study.runner import Job, check_identity, done_days, is_finished, run_jobs
+from tests.records import day_record
 
 
 def _job(tmp_path, overrides=("train.seed=0",), days=("2026-01-01", "2026-01-02")):
@@ -15,10 +16,10 @@ def _job(tmp_path, overrides=("train.seed=0",), days=("2026-01-01", "2026-01-02"
 def test_finished_jobs_are_skipped_without_starting_a_worker(tmp_path):
     job = _job(tmp_path)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps({"day": "2026-01-01"}) + "\n")
+    (tmp_path / "run" / "metrics.jsonl").write_text(day_record("2026-01-01").to_json() + "\n")
     assert done_days(job.workdir) == ["2026-01-01"] and not is_finished(job)
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"day": "2026-01-02"}) + "\n")
+        f.write(day_record("2026-01-02", 1).to_json() + "\n")
     assert is_finished(job)
     lines = []
     (out,) = run_jobs([job], parallel=2, echo=lines.append)
@@ -29,7 +30,7 @@ def test_finished_jobs_are_skipped_without_starting_a_worker(tmp_path):
 def test_resuming_with_other_settings_is_an_error(tmp_path):
     check_identity(_job(tmp_path))
     check_identity(_job(tmp_path, overrides=("train.seed=0", "optim.lr=0.2")))  # no day done yet: fine
-    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps({"day": "2026-01-01"}) + "\n")
+    (tmp_path / "run" / "metrics.jsonl").write_text(day_record("2026-01-01").to_json() + "\n")
     check_identity(_job(tmp_path, overrides=("train.seed=0", "optim.lr=0.2"), days=("2026-01-01", "2026-01-03")))
     with pytest.raises(UserError, match="changed: overrides"):
         check_identity(_job(tmp_path, overrides=("train.seed=0", "optim.lr=0.1")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,21 +13,26 @@ from recsys_matta.tracking.plots import (
     plot_auc_loss_per_day,
     plot_frontier,
     plot_rel_improvement_per_day,
-    read_metrics_jsonl,
     rel_series,
     series,
 )
+from tests.records import day_record
+from tests.records import metrics as _m
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+
+def _rec(day: str, student, ta=None, baseline=None, s_rel=None, ta_rel=None):
+    return day_record(
+        day, student=student, ta=ta, baseline=baseline, student_rel_improvement=s_rel, ta_rel_improvement=ta_rel
+    )
+
+
 RECORDS = [
-    {"day": "2026-11-01", "student": {"auc_loss": 0.30, "log_loss": 0.5}, "ta": {"auc_loss": 0.28},
-     "baseline": {"auc_loss": 0.32}, "student_rel_improvement": 0.0625, "ta_rel_improvement": 0.125},
-    {"day": "2026-11-02", "student": {"auc_loss": 0.29}, "ta": {"auc_loss": 0.27},
-     "student_rel_improvement": None},
-    {"day": "2026-11-03", "student": {"auc_loss": 0.28}, "ta": {"auc_loss": 0.26},
-     "baseline": {"auc_loss": 0.31}, "student_rel_improvement": 0.1, "ta_rel_improvement": 0.2},
-]  # fmt: skip
+    _rec("2026-11-01", _m(0.30, 0.5), _m(0.28), _m(0.32), 0.0625, 0.125),
+    _rec("2026-11-02", _m(0.29, math.nan), _m(0.27)),
+    _rec("2026-11-03", _m(0.28, math.nan), _m(0.26), _m(0.31), 0.1, 0.2),
+]
 
 
 def _is_png(path) -> bool:
@@ -42,18 +46,12 @@ def test_series_with_gaps():
     np.testing.assert_array_equal(rel_series(RECORDS, "ta"), [0.125, math.nan, 0.2])
 
 
-def test_read_metrics_jsonl(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n\n")
-    assert read_metrics_jsonl(path) == RECORDS
-
-
 def test_day_plots_write_png(tmp_path):
     a = plot_auc_loss_per_day(RECORDS, tmp_path / "plots" / "auc_loss.png")
     b = plot_rel_improvement_per_day(RECORDS, tmp_path / "plots" / "rel.png")
     assert a == tmp_path / "plots" / "auc_loss.png" and _is_png(a)
     assert _is_png(b)
-    many = [{"day": f"d{i:03d}", "student": {"auc_loss": 0.3}} for i in range(90)]
+    many = [_rec(f"d{i:03d}", _m(0.3)) for i in range(90)]
     assert _is_png(plot_auc_loss_per_day(many, tmp_path / "many.png"))
     assert _is_png(plot_auc_loss_per_day([], tmp_path / "empty.png"))
 

@@ -95,25 +95,33 @@ def test_flatten_metrics_slash_names_and_types():
         flatten_metrics({"day": "2026-11-01"})
 
 
-def test_day_metrics_from_a_metrics_jsonl_line():
-    line = {
-        "day": "2026-11-02",
-        "day_index": 1,
-        "student": {"auc_loss": 0.25, "log_loss": 0.5, "calibration": 1.0},
-        "baseline": {"auc_loss": 0.3},
-        "student_rel_improvement": 0.125,
-        "ta_rel_improvement": None,
-        "loss": {"distill": 0.75},
-        "note": "text is dropped",
-    }
-    assert day_metrics(line) == {
-        "day_index": 1.0,
+def test_day_metrics_from_a_day_record():
+    from recsys_matta.metrics import ModelMetrics
+    from recsys_matta.train.records import DayRecord
+
+    rec = DayRecord(
+        day="2026-11-02", day_index=1, eval_label="teacher", eval_rows=8,
+        student=ModelMetrics(0.25, 0.5, 1.0, 8), baseline=ModelMetrics(0.3, 0.6, 0.9, 8, event_auc_loss=0.4),
+        student_rel_improvement=0.125, loss={"distill": 0.75}, train_rows=8, train_steps=2,
+        reader={"rows_read": 9}, seconds={"train": 1.5},
+    )  # fmt: skip
+    assert day_metrics(rec) == {
         "student/auc_loss": 0.25,
         "student/log_loss": 0.5,
         "student/calibration": 1.0,
-        "baseline/auc_loss": 0.3,
+        "student/rows": 8.0,
         "student/rel_improvement": 0.125,
+        "baseline/auc_loss": 0.3,
+        "baseline/log_loss": 0.6,
+        "baseline/calibration": 0.9,
+        "baseline/rows": 8.0,
+        "baseline/event_auc_loss": 0.4,
         "loss/distill": 0.75,
+        "reader/rows_read": 9.0,
+        "seconds/train": 1.5,
+        "eval_rows": 8.0,
+        "train_rows": 8.0,
+        "train_steps": 2.0,
     }
 
 

@@ -28,7 +28,7 @@ def test_loss_terms_match_hand_computed_values():
     assert float(t.ta) == pytest.approx(l_ta, rel=1e-6)
     assert float(t.distill) == pytest.approx(l_d, rel=1e-6)
     assert float(t.total) == pytest.approx(0.5 * l_s + 2.0 * l_ta + 3.0 * l_d, rel=1e-6)
-    assert t.as_floats()["loss/distill_ramp"] == 1.0
+    assert float(t.detached()["loss/distill_ramp"]) == 1.0
 
 
 def test_loss_is_stable_for_extreme_logits():
@@ -41,7 +41,7 @@ def test_student_only_loss_has_no_ta_or_distill_term():
     t = matta_loss(torch.tensor([0.0]), None, torch.tensor([1.0]), 0, LossConfig(w_student=2.0))
     assert t.ta is None and t.distill is None
     assert float(t.total) == pytest.approx(2 * math.log(2), rel=1e-6)
-    assert set(t.as_floats()) == {"loss/total", "loss/student"}
+    assert set(t.detached()) == {"loss/total", "loss/student"}
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,10 @@ def test_distill_term_off_during_delay_and_no_gradient_to_ta():
     matta_loss(logit_s, logit_ta, y, 3, cfg).total.backward()
     assert logit_ta.grad is None or torch.count_nonzero(logit_ta.grad) == 0
     assert torch.count_nonzero(logit_s.grad) == 2
+
+
+def test_baseline_loss_is_plain_bce():
+    from recsys_matta.train.loss import baseline_loss
+
+    got = baseline_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.25]))
+    assert float(got) == pytest.approx((_bce(0.5, 1.0) + _bce(_sig(2.0), 0.25)) / 2, rel=1e-6)

@@ -36,8 +36,8 @@ def _fit(opt_factory, steps=60):
     [
         lambda p: Shampoo(p, OptimConfig(lr=1e-2, precondition_frequency=5)),
         lambda p: Shampoo(p, OptimConfig(lr=1e-2, precondition_frequency=5, start_preconditioning_step=10)),
-        lambda p: DenseOptimizer(p, "adam", 1e-2),
-        lambda p: DenseOptimizer(p, "adagrad", 5e-2),
+        lambda p: DenseOptimizer(p, OptimConfig(dense="adam", lr=1e-2)),
+        lambda p: DenseOptimizer(p, OptimConfig(dense="adagrad", lr=5e-2)),
     ],
     ids=["shampoo", "shampoo-delayed", "adam", "adagrad"],
 )
@@ -108,7 +108,7 @@ def test_split_parameters_and_rowwise_adagrad_touches_only_used_rows():
     emb, dense = split_parameters(m)
     assert [p.shape for p in emb] == [torch.Size([10, 4])]
     assert len(dense) == 2
-    opt = ModelOptimizer(m, "adam", 1e-2, OptimConfig(embedding_lr=0.1))
+    opt = ModelOptimizer(m, OptimConfig(dense="adam", lr=1e-2, embedding_lr=0.1))
     before = m.ebc.weight.detach().clone()
     loss = m(torch.tensor([1, 3])).sum()
     opt.zero_grad()

@@ -22,7 +22,7 @@ START = date(2026, 1, 1)
 def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: list[str]) -> None:
     from recsys_matta.data.partitions import list_days
     from recsys_matta.data.synthetic import generate
-    from recsys_matta.pipelines.daily import run_daily
+    from recsys_matta.jobs.daily import run_daily
     from recsys_matta.specs import load_spec
 
     console = Console() if sys.stdout.isatty() else Console(width=120)

@@ -6,7 +6,9 @@ import torch
 
 from recsys_matta.errors import UserError
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
-from recsys_matta.train.loop import NonFiniteLossError, OnlineTrainer
+from recsys_matta.train.records import read_records
+from recsys_matta.train.step import NonFiniteLossError
+from recsys_matta.train.trainer import OnlineTrainer
 from tests.tiny import DAYS, tiny_config
 
 
@@ -16,6 +18,19 @@ def _trainer(spec, root, workdir, *extra, **kw):
 
 def _records(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _crash_on(trainer, day, step_in_day):
+    """Make `trainer` raise KeyboardInterrupt at its `step_in_day`-th step of `day`."""
+    orig = trainer.engine.train
+
+    def train(batches, first_step, d):
+        for i, res in enumerate(orig(batches, first_step, d)):
+            if d == day and i + 1 == step_in_day:
+                raise KeyboardInterrupt("simulated crash")
+            yield res
+
+    trainer.engine.train = train
 
 
 def _assert_same_state(a: dict, b: dict, atol=0.0):
@@ -35,7 +50,7 @@ def test_progressive_validation_and_records(spec, synthetic_root, tmp_path):
 
     tr.evaluate = spy
     out = tr.run(DAYS)
-    steps = [r["train_steps"] for r in out]
+    steps = [r.train_steps for r in out]
     # each day is evaluated before any of its training steps
     assert evaluated_at_step == [0, steps[0], steps[0] + steps[1]]
     recs = _records(tmp_path)
@@ -58,7 +73,7 @@ def test_checkpoint_round_trip(spec, synthetic_root, tmp_path):
     _assert_same_state(a.model.state_dict(), b.model.state_dict())
     _assert_same_state(a.baseline.state_dict(), b.baseline.state_dict())
     assert b.step == a.step and b.done_days == DAYS[:1]
-    sa, sb = a.opt.state_dict(), b.opt.state_dict()
+    sa, sb = a.engine.opt.state_dict(), b.engine.opt.state_dict()
     assert sa["dense"]["steps"] == sb["dense"]["steps"] == a.step
     assert torch.equal(torch.get_rng_state(), load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[DAYS[0]])["rng"]["torch"])
 
@@ -68,24 +83,14 @@ def test_crash_resume_equals_uninterrupted_run(spec, synthetic_root, tmp_path):
     full.run(DAYS)
 
     crashed = _trainer(spec, synthetic_root, tmp_path / "crash")
-    calls = {"n": 0}
-    orig = crashed.train_step
-
-    def boom(batch, day="?"):
-        if day == DAYS[2]:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("simulated crash")
-        return orig(batch, day)
-
-    crashed.train_step = boom
+    _crash_on(crashed, DAYS[2], 3)
     with pytest.raises(KeyboardInterrupt):
         crashed.run(DAYS)
     assert [r["day"] for r in _records(tmp_path / "crash")] == DAYS[:2]
 
     resumed = _trainer(spec, synthetic_root, tmp_path / "crash")
     out = resumed.run(DAYS)
-    assert [r["day"] for r in out] == [DAYS[2]]
+    assert [r.day for r in out] == [DAYS[2]]
     _assert_same_state(full.model.state_dict(), resumed.model.state_dict(), atol=1e-6)
     for ra, rb in zip(_records(tmp_path / "full"), _records(tmp_path / "crash")):
         for m in ("student", "ta", "baseline"):
@@ -101,8 +106,8 @@ def test_rerun_is_a_noop_and_force_redoes_the_day(spec, synthetic_root, tmp_path
     assert ckpt.stat().st_mtime_ns == mtime and _records(tmp_path) == before
 
     redo = _trainer(spec, synthetic_root, tmp_path, force=True).run([DAYS[1]])
-    assert [r["day"] for r in redo] == [DAYS[1]]
-    assert redo[0]["student"]["auc_loss"] == pytest.approx(before[1]["student"]["auc_loss"], abs=1e-6)
+    assert [r.day for r in redo] == [DAYS[1]]
+    assert redo[0].student.auc_loss == pytest.approx(before[1]["student"]["auc_loss"], abs=1e-6)
     assert [r["day"] for r in _records(tmp_path)] == DAYS[:2]
 
 
@@ -133,8 +138,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(spec, synthetic_ro
 
 def test_student_only_run_has_no_ta(spec, synthetic_root, tmp_path):
     out = _trainer(spec, synthetic_root, tmp_path, "student_only=true", "optim.dense=adam").run(DAYS[:1])
-    assert "ta" not in out[0] and "ta_rel_improvement" not in out[0]
-    assert set(out[0]["loss"]) == {"total", "student", "baseline"}
+    assert out[0].ta is None and out[0].ta_rel_improvement is None
+    assert set(out[0].loss) == {"total", "student", "baseline"}
+    line = _records(tmp_path)[0]
+    assert "ta" not in line and "ta_rel_improvement" not in line
+    assert read_records(tmp_path) == out
 
 
 def test_frozen_baseline_from_checkpoint(spec, synthetic_root, tmp_path):
@@ -150,8 +158,8 @@ def test_frozen_baseline_from_checkpoint(spec, synthetic_root, tmp_path):
 def test_max_batches_per_day_caps_training_and_counts_the_whole_day(spec, synthetic_root, tmp_path):
     out = _trainer(spec, synthetic_root, tmp_path, "train.max_batches_per_day=2").run(DAYS[:1])
     # 1500 rows in ceil(1500 / 256) = 6 near-equal batches of 250 rows
-    assert out[0]["train_steps"] == 2 and out[0]["train_rows"] == 500
-    assert out[0]["reader"]["rows_read"] == 1500 and out[0]["eval_rows"] == 1500
+    assert out[0].train_steps == 2 and out[0].train_rows == 500
+    assert out[0].reader["rows_read"] == 1500 and out[0].eval_rows == 1500
 
 
 def test_a_batch_whose_rows_all_have_invalid_labels_is_skipped(spec, synthetic_root, tmp_path):
@@ -168,5 +176,5 @@ def test_a_batch_whose_rows_all_have_invalid_labels_is_skipped(spec, synthetic_r
     pq.write_table(table, tmp_path / "data" / f"day={DAYS[0]}" / "part-00000.parquet")
     # 1500 rows in 6 batches of 250: the first batch loses every row (null Teacher label)
     out = _trainer(spec, tmp_path / "data", tmp_path / "w").run(DAYS[:1])
-    assert out[0]["train_rows"] == 1200 and out[0]["train_steps"] == 5
-    assert out[0]["reader"]["label_null_dropped"] == 300 and out[0]["eval_rows"] == 1200
+    assert out[0].train_rows == 1200 and out[0].train_steps == 5
+    assert out[0].reader["label_null_dropped"] == 300 and out[0].eval_rows == 1200

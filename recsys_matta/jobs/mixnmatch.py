@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from recsys_matta.data.reader import DayReader
+from recsys_matta.jobs.scoring import score_batches
 from recsys_matta.metrics import rel_improvement
 from recsys_matta.models import MatTAModel
 from recsys_matta.models.extract import (
@@ -21,7 +22,6 @@ from recsys_matta.models.extract import (
     ta_choice,
     wide_narrow_wide_sweep,
 )
-from recsys_matta.pipelines.scoring import score_batches
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.train.checkpoint import atomic_write_text
 

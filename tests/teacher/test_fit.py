@@ -16,7 +16,7 @@ from recsys_matta.data.partitions import day_dir, write_partitions
 from recsys_matta.data.reader import DayReader
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
-from recsys_matta.study.teacher import MODEL_FILE, REPORT_FILE, TeacherConfig, fit_teacher, load_teacher, score_teacher
+from recsys_matta.teacher.fit import MODEL_FILE, REPORT_FILE, TeacherConfig, fit_teacher, load_teacher, score_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = REPO / "feature_specs" / "movielens.yaml"

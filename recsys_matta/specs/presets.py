@@ -1,14 +1,13 @@
-"""Named model sizes and their Student / TA parameter counts.
+"""Named model sizes (data): `preset=<name>` in the run config picks one as the base
+`ModelConfig`, `model.*` keys override it.
 
 `default` is `ModelConfig()` (sized for the CPU online study); `small` is for quick tests and
-demos; `large` for GPU nodes.
+demos; `large` for GPU nodes. Parameter counts: `recsys_matta.models.size.param_counts`.
 """
 
 from __future__ import annotations
 
-from recsys_matta.models.config import ModelConfig
-from recsys_matta.models.tower import TowerDims
-from recsys_matta.specs import FeatureSpec
+from recsys_matta.specs.model import ModelConfig
 
 PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(
@@ -46,21 +45,3 @@ def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name].model_copy(deep=True)
-
-
-def embedding_rows(spec: FeatureSpec) -> int:
-    """Rows of all embedding tables (a shared table counted once)."""
-    return sum({f.table_name: f.num_embeddings for f in spec.sparse}.values())
-
-
-def param_counts(spec: FeatureSpec, cfg: ModelConfig) -> dict[str, int]:
-    """Parameter counts without building the model. Student counts exclude TA-only weights;
-    embeddings are counted at the dims each model reads (rows x d_S, rows x d_TA)."""
-    dims = TowerDims.from_config(len(spec.sparse), len(spec.dense), cfg)
-    rows = embedding_rows(spec)
-    return {
-        "student_dense": dims.num_parameters(dims.student()),
-        "student_embedding": rows * cfg.d_student,
-        "ta_dense": dims.num_parameters(dims.ta()),
-        "ta_embedding": rows * cfg.d_ta,
-    }

@@ -1,11 +1,13 @@
-"""World-size-independent state of sharded models (recsys_matta.train.sharding).
+"""World-size-independent state of sharded models (recsys_matta.distributed.sharded).
 
 Checkpoints are world-size independent: `gather_model_state` / `ShardedModelOptimizer.
 gather_state_dict` return exactly what the plain modules and `ModelOptimizer` save (full tensors,
 rank 0 only); `load_full_state` / `load_state_dict` copy full tensors into the local shards of any
-world size. Limits: every rank reads the whole checkpoint (host memory = one full copy), gathering
-sums one full-size buffer per table over the ranks (one table at a time), and the fresh model is
-initialised in full on every rank before sharding; a column-wise split table keeps one Adagrad
+world size. Gathering a table sends each rank's shards to rank 0 (`ShardedTensor.gather`): only
+rank 0 ever holds a full table (one at a time), the others at most their own shards. Limits:
+every rank reads the whole checkpoint (host memory = one full copy), row-wise Adagrad
+accumulators (one float per row) are summed over the ranks in full-length buffers, and the fresh
+model is initialised in full on every rank before sharding; a column-wise split table keeps one Adagrad
 accumulator per column shard (FBGEMM), saved as their width-weighted mean and loaded as that value
 in every column shard (exact for table-wise and row-wise sharding; the weights are always exact).
 data_parallel tables are not offered (their dense kernel would leave them to the dense optimizer).
@@ -39,26 +41,21 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _gather_full(v: torch.Tensor, everywhere: bool = False) -> torch.Tensor | None:
-    """The full tensor of `v` (CPU) on rank 0, or on every rank with `everywhere`; None on the
-    others. Collective for sharded tensors: each rank writes its local shards into zeros and
-    the ranks sum them (a shard lives on exactly one rank)."""
+def _gather_full(v: torch.Tensor) -> torch.Tensor | None:
+    """The full tensor of `v` (CPU) on rank 0; None on the others. Collective for sharded
+    tensors: every rank sends its local shards to rank 0, where the full buffer lives."""
     if not isinstance(v, ShardedTensor):
-        return v.detach().cpu().clone() if (everywhere or is_main()) else None
-    full = torch.zeros(v.size(), dtype=v.dtype, device=_comm_device())
-    for shard in v.local_shards():
-        md = shard.metadata
-        full[tuple(slice(o, o + n) for o, n in zip(md.shard_offsets, md.shard_sizes))] = shard.tensor
-    return _sum_ranks(full, everywhere)
+        return v.detach().cpu().clone() if is_main() else None
+    out = torch.empty(v.size(), dtype=v.dtype, device=_comm_device()) if is_main() else None
+    v.gather(dst=0, out=out)
+    return None if out is None else out.cpu()
 
 
-def _sum_ranks(full: torch.Tensor, everywhere: bool) -> torch.Tensor | None:
+def _sum_ranks(full: torch.Tensor) -> torch.Tensor | None:
+    """Sum of `full` over the ranks, on rank 0 (None elsewhere)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        if everywhere:
-            dist.all_reduce(full)
-        else:
-            dist.reduce(full, dst=0)
-    return full.cpu() if (everywhere or is_main()) else None
+        dist.reduce(full, dst=0)
+    return full.cpu() if is_main() else None
 
 
 def _load_full(v: torch.Tensor, full: torch.Tensor) -> None:
@@ -74,11 +71,11 @@ def _load_full(v: torch.Tensor, full: torch.Tensor) -> None:
         v.detach().copy_(full)
 
 
-def gather_model_state(model: nn.Module, everywhere: bool = False) -> dict[str, torch.Tensor] | None:
-    """The plain `state_dict` (full tensors) of a sharded model, on rank 0 (None on the
-    others) or on every rank with `everywhere`. Collective: every rank must call it."""
-    out = {k: _gather_full(v, everywhere) for k, v in model.state_dict().items()}
-    return out if (everywhere or is_main()) else None
+def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The plain `state_dict` (full tensors) of a sharded model on rank 0, None on the others.
+    Collective: every rank must call it."""
+    out = {k: _gather_full(v) for k, v in model.state_dict().items()}
+    return out if is_main() else None
 
 
 def load_full_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -132,13 +129,11 @@ class ShardedModelOptimizer:
 
     Args:
         model: the model after DMP (its `ebc` sharded).
-        dense_kind: `shampoo`, `adam` or `adagrad`.
-        lr: dense learning rate.
-        cfg: optimizer settings (embedding lr / eps).
+        cfg: its optimizer settings (dense optimizer, embedding lr / eps).
         tables: the model's table parameter names in plain order (`ebc.embedding_bags.<t>.weight`).
     """
 
-    def __init__(self, model: nn.Module, dense_kind: str, lr: float, cfg: OptimConfig, tables: list[str]):
+    def __init__(self, model: nn.Module, cfg: OptimConfig, tables: list[str]):
         self.model, self.cfg, self.tables = model, cfg, tables
         _, dense = split_parameters(model)  # same order as the plain model's dense parameters
         unfused = [
@@ -146,7 +141,7 @@ class ShardedModelOptimizer:
         ]
         if unfused:
             raise RuntimeError(f"embedding parameters without a fused optimizer: {unfused}")
-        self.dense: Shampoo | DenseOptimizer = make_dense_optimizer(dense, dense_kind, lr, cfg)
+        self.dense: Shampoo | DenseOptimizer = make_dense_optimizer(dense, cfg)
         self.steps = 0
 
     def step(self) -> None:
@@ -173,7 +168,7 @@ class ShardedModelOptimizer:
         for shard in [] if mom is None else mom.local_shards():
             (off,), (n,) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
             full[off : off + n] = shard.tensor.reshape(-1)
-        return _sum_ranks(full, everywhere=False)
+        return _sum_ranks(full)
 
     def gather_state_dict(self) -> dict | None:
         """`ModelOptimizer.state_dict()` of the unsharded equivalent, on rank 0 (None elsewhere).

@@ -9,11 +9,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from recsys_matta.distributed.context import DistContext
 from recsys_matta.specs import FeatureSpec, load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import atomic_write_text
-from recsys_matta.train.dist import DistContext
-from recsys_matta.train.loop import MetricsSink, OnlineTrainer
+from recsys_matta.train.records import DayRecord
+from recsys_matta.train.trainer import MetricsSink, OnlineTrainer
 
 
 def prepare(spec_path: Path, config_path: Path | None, overrides: list[str]) -> tuple[FeatureSpec, RunConfig]:
@@ -30,7 +31,7 @@ def train_job(
     sinks: tuple[MetricsSink, ...] = (),
     ctx: DistContext | None = None,
     console: Console | None = None,
-) -> tuple[OnlineTrainer, list[dict]]:
+) -> tuple[OnlineTrainer, list[DayRecord]]:
     """Run the online loop over the selected days; returns the trainer and the new records."""
     ctx = ctx or DistContext.from_env(cfg.train.device)
     workdir = Path(workdir)
@@ -51,20 +52,20 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:+.2f}%" if pct else f"{x:.4f}"
 
 
-def summary_table(history: list[dict]) -> Table:
+def summary_table(history: list[DayRecord]) -> Table:
     """Per-day AucLoss of Student / TA / baseline and the relative improvements."""
     t = Table(title="AucLoss = 1 - AUROC per day (progressive validation; lower is better)")
     for col in ("day", "rows", "student", "ta", "baseline", "student vs base", "ta vs base", "loss"):
         t.add_column(col, justify="right", no_wrap=True, min_width=10 if col == "day" else None)
     for r in history:
         t.add_row(
-            r["day"],
-            str(r.get("eval_rows", "")),
-            _fmt(r["student"]["auc_loss"]),
-            _fmt(r["ta"]["auc_loss"]) if r.get("ta") else "-",
-            _fmt(r["baseline"]["auc_loss"]) if r.get("baseline") else "-",
-            _fmt(r.get("student_rel_improvement"), pct=True),
-            _fmt(r.get("ta_rel_improvement"), pct=True),
-            _fmt(r.get("loss", {}).get("total")),
+            r.day,
+            str(r.eval_rows),
+            _fmt(r.student.auc_loss),
+            _fmt(r.ta.auc_loss) if r.ta else "-",
+            _fmt(r.baseline.auc_loss) if r.baseline else "-",
+            _fmt(r.student_rel_improvement, pct=True),
+            _fmt(r.ta_rel_improvement, pct=True),
+            _fmt(r.loss.get("total")),
         )
     return t

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 from rich.console import Console
 
-from recsys_matta.pipelines.commands import compare, extract_command, register_latest
-from recsys_matta.pipelines.daily import run_daily
+from recsys_matta.jobs.commands import compare, extract_command, register_latest
+from recsys_matta.jobs.daily import run_daily
 from tests.tiny import DAYS, SPEC_PATH, TINY
 
 pytestmark = pytest.mark.integration

@@ -17,15 +17,16 @@ from pathlib import Path
 
 from rich.console import Console
 
+from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
+from recsys_matta.jobs.mixnmatch import mixnmatch_report
+from recsys_matta.jobs.scoring import raw_frames, score_pyfunc
+from recsys_matta.jobs.train import prepare, summary_table
 from recsys_matta.models.extract import extract, student_choice
-from recsys_matta.pipelines.mixnmatch import mixnmatch_report
-from recsys_matta.pipelines.scoring import raw_frames, score_pyfunc
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.config import RunConfig
-from recsys_matta.train.dist import DistContext
-from recsys_matta.train.job import prepare, summary_table
-from recsys_matta.train.loop import MetricsSink, OnlineTrainer
+from recsys_matta.train.records import DayRecord
+from recsys_matta.train.trainer import MetricsSink, OnlineTrainer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class TrackerSink(MetricsSink):
     def __init__(self, tracker):
         self.tracker = tracker
 
-    def log_day(self, record: dict, step: int) -> None:
+    def log_day(self, record: DayRecord, step: int) -> None:
         from recsys_matta.tracking.params import day_metrics
 
         self.tracker.log_metrics(day_metrics(record), step=step)
@@ -52,7 +53,7 @@ class DailyOutcome:
 
 
 def register_and_gate(
-    trainer: OnlineTrainer, record: dict, data: Path, tracker, console: Console | None = None, model=None
+    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None
 ):
     """Log the current Student as a pyfunc, register it (`candidate`), and run the gate.
 
@@ -72,16 +73,16 @@ def register_and_gate(
     )
 
     spec, cfg = trainer.spec, trainer.cfg
-    day, name, label = record["day"], cfg.registered_model, trainer.eval_label
+    day, name, label = record.day, cfg.registered_model, trainer.eval_label
     if model is None:
-        model, _ = trainer.plain_models()
+        model, _ = trainer.export()
     student = extract(model, student_choice(model.cfg))
     example = next(raw_frames(spec, data, day, limit=5))
     uri = log_student(
-        tracker, student, spec, example, name="student", step=record["day_index"], metadata={"day": day}
+        tracker, student, spec, example, name="student", step=record.day_index, metadata={"day": day}
     )
-    baseline_auc = record["baseline"]["auc_loss"] if record.get("baseline") else None
-    version = register(uri, name, tags=version_tags(day, record["student"]["auc_loss"], baseline_auc))
+    baseline_auc = record.baseline.auc_loss if record.baseline else None
+    version = register(uri, name, tags=version_tags(day, record.student.auc_loss, baseline_auc))
 
     days = trainer.reader.days()
     later = days[days.index(day) + 1 :]
@@ -92,7 +93,7 @@ def register_and_gate(
         holdout = later[0]
         cand = score_pyfunc(load_version(name, version), spec, data, holdout, label).auc_loss
     else:
-        holdout, cand = day, record["student"]["auc_loss"]
+        holdout, cand = day, record.student.auc_loss
     current = champion_version(name)
     champ = None
     if current is not None and current != version:
@@ -104,7 +105,7 @@ def register_and_gate(
             "gate/champion_auc_loss": champ,
             "gate/moved": float(decision.moved),
         },
-        step=record["day_index"],
+        step=record.day_index,
     )
     if console is not None:
         champ_s = "none" if champ is None else f"{champ:.5f} (v{current})"
@@ -164,11 +165,11 @@ def run_daily(
                     console.print(f"{day}: already finished in {workdir}; nothing to do (use --force to redo)")
                 continue
             if cfg.daily.register_student:
-                model, _ = trainer.plain_models()  # a collective when the tables are sharded
+                models = trainer.export()  # a collective when the tables are sharded
                 if ctx.is_main:
-                    out.decisions.append(register_and_gate(trainer, records[0], data, tracker, console, model))
+                    out.decisions.append(register_and_gate(trainer, records[0], data, tracker, console, models[0]))
             ctx.barrier()
-        models = trainer.plain_models() if trainer.history and cfg.daily.mixnmatch else None
+        models = trainer.export() if trainer.history and cfg.daily.mixnmatch else None
         if ctx.is_main and trainer.history:
             _log_run_artifacts(trainer, tracker, workdir)
             if models is not None:
@@ -182,7 +183,7 @@ def run_daily(
 
 def _mixnmatch(trainer: OnlineTrainer, models, spec: FeatureSpec, cfg: RunConfig, data: Path, workdir: Path, tracker) -> dict | None:
     """The report on the day after the last trained day (held out), else on that day itself."""
-    if cfg.student_only:
+    if cfg.single_tower:
         return None
     days = trainer.reader.days()
     last = trainer.done_days[-1]

@@ -8,7 +8,7 @@ import pytest
 
 from recsys_matta.data.encode import encode_table
 from recsys_matta.specs import FeatureSpec
-from recsys_matta.study.teacher_features import OneHotFeaturizer, TargetFeaturizer, feature_bags
+from recsys_matta.teacher.features import OneHotFeaturizer, TargetFeaturizer, feature_bags
 
 SPEC = FeatureSpec.model_validate({
     "name": "tiny",

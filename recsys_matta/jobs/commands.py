@@ -9,12 +9,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
-from recsys_matta.train.dist import DistContext
-from recsys_matta.train.loop import OnlineTrainer
+from recsys_matta.train.trainer import OnlineTrainer
 
 
 def load_trainer(
@@ -43,23 +43,23 @@ def _open(trainer: OnlineTrainer, run_name: str):
 
 
 def register_latest(spec_path, data, workdir, config_path, overrides, console: Console) -> None:
-    from recsys_matta.pipelines.daily import register_and_gate
+    from recsys_matta.jobs.daily import register_and_gate
 
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
     record = trainer.history[-1]
-    with _open(trainer, f"register {record['day']}") as tracker:
+    with _open(trainer, f"register {record.day}") as tracker:
         register_and_gate(trainer, record, Path(data), tracker, console)
 
 
 def compare(spec_path, data, workdir, days_expr, config_path, overrides, console: Console) -> list[dict]:
     """Student / TA / baseline progressive AucLoss (metrics.jsonl) and the registered champion
     re-scored on the same days."""
-    from recsys_matta.pipelines.scoring import score_pyfunc
+    from recsys_matta.jobs.scoring import score_pyfunc
     from recsys_matta.tracking.registry import champion_version, load_champion
     from recsys_matta.tracking.tracker import configure_mlflow
 
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
-    by_day = {r["day"]: r for r in trainer.history}
+    by_day = {r.day: r for r in trainer.history}
     days = trainer.reader.select_days(days_expr) if days_expr else list(by_day)
     configure_mlflow(workdir)
     name = trainer.cfg.registered_model
@@ -70,10 +70,10 @@ def compare(spec_path, data, workdir, days_expr, config_path, overrides, console
     for c in ("day", "student", "ta", "baseline", "champion"):
         t.add_column(c, justify="right")
     for day in days:
-        r = by_day.get(day, {})
-        row = {"day": day}
+        r = by_day.get(day)
+        row: dict = {"day": day}
         for m in ("student", "ta", "baseline"):
-            row[m] = (r.get(m) or {}).get("auc_loss", math.nan)
+            row[m] = math.nan if r is None else r.auc_loss(m)
         row["champion"] = (
             score_pyfunc(champion, trainer.spec, Path(data), day, trainer.eval_label).auc_loss
             if champion is not None
@@ -86,12 +86,12 @@ def compare(spec_path, data, workdir, days_expr, config_path, overrides, console
 
 
 def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, config_path, overrides, console: Console) -> dict:
+    from recsys_matta.jobs.mixnmatch import best_under_budget, mixnmatch_report
+    from recsys_matta.jobs.scoring import raw_frames
     from recsys_matta.models.extract import extract, wide_narrow_wide
-    from recsys_matta.pipelines.mixnmatch import best_under_budget, mixnmatch_report
-    from recsys_matta.pipelines.scoring import raw_frames
 
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
-    if trainer.cfg.student_only:
+    if trainer.cfg.single_tower:
         raise UserError(f"{workdir}: a Student-only run has no TA to extract from")
     all_days = trainer.reader.days()
     if days_expr:
@@ -101,7 +101,7 @@ def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, co
         if not later:
             raise UserError(f"no day after the last trained day {trainer.done_days[-1]} under {data}: give --days")
         days = later[:1]
-    model, baseline = trainer.plain_models()
+    model, baseline = trainer.export()
     out_dir = Path(workdir) / "mixnmatch"
     report = mixnmatch_report(
         model, baseline, trainer.spec, Path(data), days, trainer.eval_label, out_dir,

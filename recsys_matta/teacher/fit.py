@@ -36,7 +36,7 @@ from recsys_matta.data.partitions import day_dir, day_writer
 from recsys_matta.errors import DataError, UserError
 from recsys_matta.metrics import weighted_auc
 from recsys_matta.specs import FeatureSpec, load_spec, read_yaml, validate_mapping
-from recsys_matta.study.teacher_features import OneHotFeaturizer, TargetFeaturizer
+from recsys_matta.teacher.features import OneHotFeaturizer, TargetFeaturizer
 from recsys_matta.train.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)

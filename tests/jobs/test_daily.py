@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from recsys_matta.models.extract import student_choice, ta_choice
-from recsys_matta.pipelines.daily import run_daily
-from recsys_matta.pipelines.scoring import score_batches
 from recsys_matta.data.reader import DayReader
+from recsys_matta.jobs.daily import run_daily
+from recsys_matta.jobs.scoring import score_batches
+from recsys_matta.models.extract import student_choice, ta_choice
 from tests.tiny import DAYS, SPEC_PATH, TINY
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_backfill_registers_gates_and_reports(synthetic_root, tmp_path):
     rep = out.report
     assert rep["days"] == [DAYS[2]] and rep["held_out"]
     rows = {r["choice"]: r for r in rep["models"]}
-    from recsys_matta.pipelines.commands import load_trainer
+    from recsys_matta.jobs.commands import load_trainer
 
     tr = load_trainer(SPEC_PATH, synthetic_root, work, None, [])
     m = tr.model.eval()
@@ -74,16 +74,18 @@ def test_backfill_registers_gates_and_reports(synthetic_root, tmp_path):
 
 
 def test_failed_day_registers_nothing(synthetic_root, tmp_path, monkeypatch):
-    from recsys_matta.train import loop
+    from recsys_matta.distributed.engine import LocalEngine
+    from recsys_matta.train.step import NonFiniteLossError
 
     work = tmp_path / "run"
     run_daily(SPEC_PATH, synthetic_root, work, DAYS[0], overrides=TINY)
 
-    def explode(self, batch, day="?"):
-        raise loop.NonFiniteLossError(f"non-finite loss on day {day}")
+    def explode(self, batches, first_step, day):
+        raise NonFiniteLossError(f"non-finite loss on day {day}")
+        yield
 
-    monkeypatch.setattr(loop.OnlineTrainer, "train_step", explode)
-    with pytest.raises(loop.NonFiniteLossError):
+    monkeypatch.setattr(LocalEngine, "train", explode)
+    with pytest.raises(NonFiniteLossError):
         run_daily(SPEC_PATH, synthetic_root, work, DAYS[1], overrides=TINY)
     c = _client(work)
     assert len(c.search_model_versions("name='matta-student'")) == 1
@@ -107,7 +109,7 @@ def test_champion_in_a_fresh_process_matches_the_training_side_student(synthetic
     predict on raw rows read from a Parquet partition; equals the trained Student to 1e-5."""
     import numpy as np
 
-    from recsys_matta.pipelines.commands import load_trainer
+    from recsys_matta.jobs.commands import load_trainer
 
     work = tmp_path / "run"
     run_daily(SPEC_PATH, synthetic_root, work, DAYS[0], overrides=[*TINY, "daily.mixnmatch=false"])

@@ -37,12 +37,13 @@ from recsys_matta.data.batch import Batch
 from recsys_matta.data.encode import ReadCounts
 from recsys_matta.data.reader import DayReader
 from recsys_matta.data.synthetic import generate
+from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import DistConfig, TableShardingConfig
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
-from recsys_matta.train.dist import DistContext
-from recsys_matta.train.loop import NonFiniteLossError, OnlineTrainer
+from recsys_matta.train.step import NonFiniteLossError
+from recsys_matta.train.trainer import OnlineTrainer
 from tests.tiny import REPO, SPEC_PATH, TINY, tiny_config
 
 DAYS = ["2026-01-01", "2026-01-02"]
@@ -177,8 +178,8 @@ def test_checkpoint_of_two_processes_loads_in_one(spec, runs, tmp_path):
     plain._load(state)
     got = plain.evaluate(DAYS[1])
     for m in MODELS:
-        assert abs(got[m]["auc_loss"] - day2[m]["auc_loss"]) <= EXACT, m
-        assert abs(got[m]["log_loss"] - day2[m]["log_loss"]) <= EXACT, m
+        assert abs(got[m].auc_loss - day2[m]["auc_loss"]) <= EXACT, m
+        assert abs(got[m].log_loss - day2[m]["log_loss"]) <= EXACT, m
     dmp_cfg = tiny_config("dist.sharded=always", *RUN, SPLIT)
     sharded = OnlineTrainer(spec, dmp_cfg, root, tmp_path / "dmp", ctx=DistContext())
     try:
@@ -273,8 +274,24 @@ def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
         tr.ctx.close()
 
 
+@pytest.mark.integration
+def test_rank_zero_exports_plain_models_the_others_build_none(runs, tmp_path):
+    """`export()` gathers the shards on rank 0, which alone builds plain models (equal to the
+    sharded ones); rank 1 returns None without building a model."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*launcher, "--standalone", "--nproc_per_node", "2", "-m", "tests.distributed.export_worker",
+           str(runs["root"]), str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["exported"] and r0["baseline"] and r0["models_built"] == 2 and r0["max_diff"] <= 1e-5
+    assert not r1["exported"] and r1["models_built"] == 0
+
+
 def test_table_constraints():
-    from recsys_matta.train.sharding import table_constraints
+    from recsys_matta.distributed.planning import table_constraints
 
     cfg = DistConfig(tables={"a": TableShardingConfig(sharding_types=["row_wise"], min_partition=4)})
     out = table_constraints(["a", "b"], cfg)
