@@ -58,6 +58,8 @@ class OptimConfig(_Strict):
         max_preconditioner_dim: largest preconditioned dim; larger dims are split into blocks of
             this size (never silently left unpreconditioned).
         shampoo_beta: EMA factor of the Kronecker factor statistics.
+        shampoo_impl: `batched` (recsys_matta.train.shampoo: blocks of one shape updated with
+            batched matmuls) or `heavyball` (heavyball's SOAP, the reference implementation).
         embedding_lr: learning rate of row-wise Adagrad on the embedding tables.
         embedding_eps: ε of row-wise Adagrad.
     """
@@ -71,6 +73,7 @@ class OptimConfig(_Strict):
     start_preconditioning_step: int = Field(0, ge=0)
     max_preconditioner_dim: int = Field(1024, ge=1)
     shampoo_beta: float = Field(0.95, ge=0, lt=1)
+    shampoo_impl: Literal["batched", "heavyball"] = "batched"
     embedding_lr: float = Field(0.05, gt=0)
     embedding_eps: float = Field(1e-8, gt=0)
 

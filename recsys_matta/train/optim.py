@@ -1,4 +1,4 @@
-"""Optimizers: Shampoo (heavyball SOAP) or a first-order method for dense parameters, row-wise
+"""Optimizers: Shampoo (SOAP form) or a first-order method for dense parameters, row-wise
 Adagrad for embedding tables (sparse gradients break every Shampoo implementation).
 
 Parameter groups are built in one place (`split_parameters`): names under the model's `ebc.`
@@ -16,6 +16,7 @@ from torch import nn
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys_matta.specs.config import OptimConfig
+from recsys_matta.train.shampoo import BlockSOAP
 
 # heavyball compiles its update by default (11.5 s first step on CPU and recompiles later, see
 # FACTS.md). Eager everywhere: the step is a handful of small matmuls per weight.
@@ -35,40 +36,52 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 
 
 class Shampoo:
-    """Shampoo in the SOAP form (heavyball `SOAP`): Kronecker-factored statistics `L = Σ G Gᵀ`,
-    `R = Σ Gᵀ G` per weight matrix (one matrix per nested weight: the Student block inside the TA
-    block is preconditioned jointly, as long as each dim <= `max_preconditioner_dim`; larger dims
-    are split into blocks), eigenbases recomputed every `precondition_frequency` steps, and an
-    Adam update in that eigenbasis (Adam grafted onto Shampoo's directions; bias-corrected).
+    """Shampoo in the SOAP form: Kronecker-factored statistics `L = Σ G Gᵀ`, `R = Σ Gᵀ G` per
+    weight matrix (one matrix per nested weight: the Student block inside the TA block is
+    preconditioned jointly, as long as each dim <= `max_preconditioner_dim`; larger weights are
+    cut into blocks of that size), eigenbases refreshed every `precondition_frequency` steps, and
+    an Adam update in that eigenbasis (Adam grafted onto Shampoo's directions; bias-corrected).
     For the first `start_preconditioning_step` steps it runs plain AdamW (the grafting method),
     as Meta's distributed Shampoo does.
+
+    `optim.shampoo_impl`: `batched` (recsys_matta.train.shampoo, the default) or `heavyball`
+    (heavyball 3.2.1 `SOAP`, eager, `split=True`; the reference it was measured against).
     """
 
     def __init__(self, params: Iterable[nn.Parameter], cfg: OptimConfig):
         self.params = list(params)
         self.start = cfg.start_preconditioning_step
-        self.soap = heavyball.SOAP(
-            self.params,
-            lr=cfg.lr,
-            betas=cfg.betas,
-            shampoo_beta=cfg.shampoo_beta,
-            eps=cfg.epsilon,
-            weight_decay=cfg.weight_decay,
-            precondition_frequency=cfg.precondition_frequency,
-            max_precond_dim=cfg.max_preconditioner_dim,
-            split=True,
-            use_precond_schedule=False,
-        )
+        self.impl = cfg.shampoo_impl
+        if self.impl == "batched":
+            self.soap: BlockSOAP | heavyball.SOAP = BlockSOAP(
+                self.params,
+                lr=cfg.lr,
+                betas=cfg.betas,
+                shampoo_beta=cfg.shampoo_beta,
+                eps=cfg.epsilon,
+                weight_decay=cfg.weight_decay,
+                frequency=cfg.precondition_frequency,
+                max_dim=cfg.max_preconditioner_dim,
+            )
+        else:
+            self.soap = heavyball.SOAP(
+                self.params,
+                lr=cfg.lr,
+                betas=cfg.betas,
+                shampoo_beta=cfg.shampoo_beta,
+                eps=cfg.epsilon,
+                weight_decay=cfg.weight_decay,
+                precondition_frequency=cfg.precondition_frequency,
+                max_precond_dim=cfg.max_preconditioner_dim,
+                split=True,
+                use_precond_schedule=False,
+            )
         self.graft = (
             torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
             if self.start > 0
             else None
         )
         self.steps = 0
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.soap.param_groups
 
     def step(self) -> None:
         if self.graft is not None and self.steps < self.start:
@@ -87,12 +100,19 @@ class Shampoo:
 
     def state_dict(self) -> dict:
         return {
+            "impl": self.impl,
             "steps": self.steps,
             "soap": self.soap.state_dict(),
             "graft": None if self.graft is None else self.graft.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        impl = state.get("impl", "heavyball")  # checkpoints before the batched implementation
+        if impl != self.impl:
+            raise ValueError(
+                f"the checkpoint's Shampoo state is optim.shampoo_impl={impl!r}, this run uses "
+                f"{self.impl!r}; resume with optim.shampoo_impl={impl}"
+            )
         self.steps = state["steps"]
         self.soap.load_state_dict(state["soap"])
         if self.graft is not None and state["graft"] is not None:
@@ -101,6 +121,8 @@ class Shampoo:
     def preconditioner_factors(self, param: nn.Parameter) -> list[torch.Tensor] | None:
         """Shampoo's Kronecker factors [L (out x out), R (in x in)] of a 2-D weight, or None
         before the first preconditioning step (for the paper's Figure 4 heatmap)."""
+        if isinstance(self.soap, BlockSOAP):
+            return self.soap.factors(param)
         state = self.soap.state.get(param)
         if not state:
             return None
