@@ -16,7 +16,8 @@ below 1 means one MatTA step is cheaper than training the two models separately.
 
 A step = forward + backward + optimizer step of the dense and embedding parameters (no data
 loading: batches are read once and reused). The timed window is a whole number of Shampoo
-preconditioner refreshes (`precondition_frequency` steps per round), median of `--rounds`.
+preconditioner refreshes (`precondition_frequency` steps per round), median of `--rounds`
+rounds that interleave the arms (load from other processes falls on all arms alike).
 """
 
 from __future__ import annotations
@@ -63,25 +64,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(engine: LocalEngine, batches: list, warmup: int, steps: int, rounds: int) -> float:
-    """Seconds per production step: median over `rounds` rounds of `steps` steps, after `warmup`."""
-    device = engine.device
-    on_device = [b.to(device) for b in batches]
+def time_steps(engines: dict[str, LocalEngine], batches: list, warmup: int, steps: int, rounds: int) -> dict[str, float]:
+    """Seconds per production step of each engine: median over `rounds` rounds of `steps` steps,
+    after `warmup` steps. The rounds interleave the engines (round 1: every engine, round 2: ...),
+    so load from other processes on a shared machine falls on all of them alike."""
+    feeds = {}
+    for name, engine in engines.items():
+        on_device = [b.to(engine.device) for b in batches]
+        feeds[name] = on_device
 
-    def run(n: int, first: int) -> None:
-        feed = (on_device[(first + i) % len(on_device)] for i in range(n))
-        for _ in engine.train(feed, first, "benchmark"):
+    def run(name: str, n: int, first: int) -> None:
+        data = feeds[name]
+        for _ in engines[name].train((data[(first + i) % len(data)] for i in range(n)), first, "benchmark"):
             pass
 
-    run(warmup, 0)
-    times = []
+    for name in engines:
+        run(name, warmup, 0)
+    times: dict[str, list[float]] = {name: [] for name in engines}
     for r in range(rounds):
-        _sync(device)
-        t0 = time.perf_counter()
-        run(steps, warmup + r * steps)
-        _sync(device)
-        times.append((time.perf_counter() - t0) / steps)
-    return sorted(times)[len(times) // 2]
+        for name, engine in engines.items():
+            _sync(engine.device)
+            t0 = time.perf_counter()
+            run(name, steps, warmup + r * steps)
+            _sync(engine.device)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:
@@ -113,12 +120,12 @@ def main() -> None:
     results = {}
     for bs in sizes:
         batches = _batches(spec, data, bs, 4)
-        row: dict = {}
+        engines = {}
         for name in arms:
             cfg = resolve_config(overrides=[*base, *ARMS[name]])
-            models = build_models(spec, cfg, device)
-            engine = LocalEngine(models, cfg, cfg.loss.label, device)
-            sec = time_steps(engine, batches, warmup, steps, args.rounds)
+            engines[name] = LocalEngine(build_models(spec, cfg, device), cfg, cfg.loss.label, device)
+        row: dict = {}
+        for name, sec in time_steps(engines, batches, warmup, steps, args.rounds).items():
             row[f"{name}_examples_per_s"] = round(bs / sec, 1)
             row[f"{name}_ms_per_step"] = round(1000 * sec, 3)
         ms = {n: row.get(f"{n}_ms_per_step") for n in ARMS}

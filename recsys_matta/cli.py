@@ -124,10 +124,41 @@ def register(
     config: Optional[Path] = typer.Option(None, help="Run config YAML"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
-    """Register the Student of the newest checkpoint and run the champion gate."""
+    """Register the Student of the newest checkpoint as `candidate` (the next daily run gates it)."""
     from recsys_matta.jobs.commands import register_latest
 
     register_latest(spec, data, workdir, config, overrides or [], console=_console())
+
+
+@app.command()
+def gate(
+    spec: Path = typer.Option(..., help="Feature spec YAML"),
+    data: Path = typer.Option(..., help="Data root"),
+    workdir: Path = typer.Option(..., help="Run directory (checkpoints, mlflow.db)"),
+    day: str = typer.Option(..., help="A day neither the candidate nor the champion trained on"),
+    config: Optional[Path] = typer.Option(None, help="Run config YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """The champion gate alone: the pending candidate vs the champion, both scored on --day."""
+    from recsys_matta.jobs.commands import gate_day
+
+    gate_day(spec, data, workdir, day, config, overrides or [], console=_console())
+
+
+@app.command()
+def serve(
+    workdir: Optional[Path] = typer.Option(None, help="Run directory whose mlflow.db holds the registry"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else WORKDIR/mlflow.db)"),
+    name: str = typer.Option("matta-student", help="Registered model name"),
+    alias: str = typer.Option("champion", help="Alias to serve"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(5001, min=1, max=65535, help="Port"),
+    workers: int = typer.Option(1, min=1, help="Server worker processes"),
+) -> None:
+    """Serve models:/NAME@ALIAS over HTTP: POST raw feature rows to /invocations (see README)."""
+    from recsys_matta.serving.server import serve as run
+
+    run(workdir, tracking_uri, name, alias, host, port, workers)
 
 
 @app.command()
@@ -268,10 +299,20 @@ def study_report(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    import logging
     import os
 
     from recsys_matta.errors import UserError
 
+    # warnings (an unreadable checkpoint skipped, ...) reach stderr as one line each
+    logger = logging.getLogger("recsys_matta")
+    for h in [h for h in logger.handlers if getattr(h, "matta_cli", False)]:
+        logger.removeHandler(h)  # main() called again in one process: write to today's stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.matta_cli = True  # type: ignore[attr-defined]
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
     # logs stay readable in scheduler output: no per-download progress bars from MLflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

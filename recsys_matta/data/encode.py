@@ -126,6 +126,40 @@ def check_schema(spec: FeatureSpec, schema: pa.Schema, source: str, labels: bool
                 raise _type_error(source, col, f"{which} label", t, "a number")
 
 
+def type_kind(t: pa.DataType) -> str:
+    """What a column's values are, for drift checks: `integer`, `float`, `boolean`, `string`,
+    `list<...>` or `null` (dictionary encoding and integer / float widths do not matter: the
+    encoder treats them alike; an integer id and its string form hash to different rows)."""
+    t = _base_type(t)
+    if _is_list(t):
+        return f"list<{type_kind(t.value_type)}>"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if _is_string(t):
+        return "string"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+def column_kinds(spec: FeatureSpec, schema: pa.Schema, labels: bool = True) -> dict[str, str]:
+    """{column: kind} of the columns `encode_table` reads: `type_kind` for sparse id columns
+    (where integer vs string decides the embedding row), `number` for dense and label columns
+    of any numeric type (the encoder reads them all as float)."""
+    ids = {f.source for f in spec.sparse}
+    out = {}
+    for c in needed_columns(spec, labels):
+        if c not in schema.names:
+            continue
+        t = schema.field(c).type
+        out[c] = type_kind(t) if c in ids or not _is_number(_base_type(t)) else "number"
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Column conversions (one arrow Array chunk at a time)
 # --------------------------------------------------------------------------------------------
@@ -271,6 +305,11 @@ def _labels(
                 f"{int(y_null.sum())} null and {int(y_bad.sum())} out-of-range values "
                 "(labels.on_invalid is 'fail')"
             )
+        n_null, n_bad = int(y_null.sum()), int(y_bad.sum())
+        if n_null:
+            counts.label_null[col] = counts.label_null.get(col, 0) + n_null
+        if n_bad:
+            counts.label_out_of_range[col] = counts.label_out_of_range.get(col, 0) + n_bad
         null = y_null if null is None else null | y_null
         out_of_range = y_bad if out_of_range is None else out_of_range | y_bad
     if null is None and out_of_range is None:
@@ -331,6 +370,8 @@ def encode_table(
     if labels:
         policy = on_invalid or spec.labels.on_invalid
         label_values, keep = _labels(spec, cols, source, policy, counts)
+        if counts.dropped:
+            counts.dropped_by_file[source] = counts.dropped
         if keep is not None:
             rb = rb.filter(pa.array(keep))
             cols = dict(zip(rb.schema.names, rb.columns))

@@ -3,6 +3,7 @@ layout) and `ReadCounts` (what happened to the rows), with vectorised row gather
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -26,19 +27,31 @@ class ReadCounts:
         rows_kept: rows that became model inputs (`rows_read` minus the dropped ones).
         label_null_dropped: rows dropped because a label was null or NaN.
         label_out_of_range_dropped: rows dropped because a label was outside its range.
+        label_null: per label column, rows where it is null / NaN.
+        label_out_of_range: per label column, rows where it is outside its range ([0, 1] for
+            the Teacher, {0, 1} for the event label).
         sparse_null: per sparse feature, null ids (a null list counts once) -> fewer ids.
         sparse_oov: per `vocab_size` feature, ids outside the vocab sent to the OOV row.
         dense_filled: per dense feature, null / non-finite values replaced by the default.
-    Per-feature dicts hold only non-zero entries.
+        dropped_by_file: per source file, rows dropped (not logged as metrics: the keys are paths).
+    Per-key dicts hold only non-zero entries.
     """
 
     rows_read: int = 0
     rows_kept: int = 0
     label_null_dropped: int = 0
     label_out_of_range_dropped: int = 0
+    label_null: dict[str, int] = field(default_factory=dict)
+    label_out_of_range: dict[str, int] = field(default_factory=dict)
     sparse_null: dict[str, int] = field(default_factory=dict)
     sparse_oov: dict[str, int] = field(default_factory=dict)
     dense_filled: dict[str, int] = field(default_factory=dict)
+    dropped_by_file: dict[str, int] = field(default_factory=dict, metadata={"log": False})
+
+    @property
+    def dropped(self) -> int:
+        """Rows dropped for an invalid label."""
+        return self.label_null_dropped + self.label_out_of_range_dropped
 
     def __add__(self, other: "ReadCounts") -> "ReadCounts":
         out = ReadCounts()
@@ -48,9 +61,11 @@ class ReadCounts:
         return out
 
     def as_dict(self) -> dict[str, int]:
-        """Flat dict for logging: scalar counts, per-kind totals and `kind/feature` entries."""
+        """Flat dict for logging: scalar counts, per-kind totals and `kind/key` entries."""
         out: dict[str, int] = {}
         for f in fields(self):
+            if not f.metadata.get("log", True):
+                continue
             v = getattr(self, f.name)
             if isinstance(v, dict):
                 out[f.name] = int(sum(v.values()))
@@ -58,6 +73,23 @@ class ReadCounts:
             else:
                 out[f.name] = int(v)
         return out
+
+    def summary(self) -> str:
+        """One line for logs (see `summarize_counts`)."""
+        return summarize_counts(self.as_dict())
+
+
+def summarize_counts(d: Mapping[str, int]) -> str:
+    """`ReadCounts.as_dict()` (a day record's `reader`) as one line: rows read / kept, why rows
+    were dropped, dense fills, null and OOV ids."""
+    parts = [f"{d.get('rows_read', 0)} rows read, {d.get('rows_kept', 0)} kept"]
+    null, oor = d.get("label_null_dropped", 0), d.get("label_out_of_range_dropped", 0)
+    if null or oor:
+        parts.append(f"{null + oor} dropped ({null} null label, {oor} label out of range)")
+    for key, what in (("dense_filled", "dense values filled"), ("sparse_null", "null ids"), ("sparse_oov", "OOV ids")):
+        if d.get(key):
+            parts.append(f"{d[key]} {what}")
+    return ", ".join(parts)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from recsys_matta.data.encode import (
     Encoded,
     ReadCounts,
     check_schema,
+    column_kinds,
     encode_table,
     needed_columns,
     to_batch,
@@ -217,6 +218,28 @@ class DayReader:
             finally:
                 pf.close()
         return out
+
+    def column_kinds(self, day: str) -> dict[str, str]:
+        """{column: kind} (`encode.type_kind`) of the columns the spec reads, the same in every
+        file of the day; all-null columns say nothing. Raises `DataError` naming both files
+        when two files of the day disagree."""
+        out: dict[str, tuple[str, Path]] = {}
+        for path in _day_files(self._folder(day)):
+            pf = _open(path)
+            try:
+                kinds = column_kinds(self.spec, pf.schema_arrow)
+            finally:
+                pf.close()
+            for col, kind in kinds.items():
+                if kind == "null":
+                    continue
+                seen = out.setdefault(col, (kind, path))
+                if seen[0] != kind:
+                    raise DataError(
+                        f"day {day}: column {col!r} is {seen[0]} in {seen[1]} but {kind} in {path}; "
+                        f"every file of a day must have the same column types"
+                    )
+        return {c: k for c, (k, _) in out.items()}
 
     def num_rows(self, day: str) -> int:
         """Rows of the whole day (all ranks), from the Parquet metadata; no data is read."""

@@ -9,11 +9,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
-from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
+from recsys_matta.train.checkpoint import load_newest
 from recsys_matta.train.trainer import OnlineTrainer
 
 
@@ -22,13 +23,12 @@ def load_trainer(
 ) -> OnlineTrainer:
     """A trainer restored from the newest checkpoint in `workdir`. Without a config file or
     overrides, the run config is the one stored in that checkpoint."""
-    ckpts = list_checkpoints(Path(workdir) / "checkpoints")
-    if not ckpts:
-        raise UserError(f"{workdir}: no checkpoints (run `matta train` or `matta daily` first)")
     spec = load_spec(spec_path)
+    found = load_newest(Path(workdir) / "checkpoints", lambda d: parse_day(d, spec))
+    if found is None:
+        raise UserError(f"{workdir}: no checkpoints (run `matta train` or `matta daily` first)")
     if config_path is None and not overrides:
-        newest = max(ckpts.values(), key=lambda p: p.stat().st_mtime_ns)
-        cfg = RunConfig.model_validate(load_checkpoint(newest)["config"])
+        cfg = RunConfig.model_validate(found[1]["config"])
     else:
         cfg = resolve_config(config_path, overrides)
     trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=DistContext(device=DistContext.from_env(cfg.train.device).device))
@@ -42,13 +42,29 @@ def _open(trainer: OnlineTrainer, run_name: str):
     return open_tracker(trainer.workdir, trainer.cfg.experiment, run_name)
 
 
-def register_latest(spec_path, data, workdir, config_path, overrides, console: Console) -> None:
-    from recsys_matta.jobs.daily import register_and_gate
+def register_latest(spec_path, data, workdir, config_path, overrides, console: Console) -> int:
+    """Register the Student of the newest checkpoint as `candidate` (the next daily run gates
+    it; the first version of a model becomes the champion at once). Returns the version."""
+    from recsys_matta.jobs.daily import register_candidate
 
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
     record = trainer.history[-1]
     with _open(trainer, f"register {record.day}") as tracker:
-        register_and_gate(trainer, record, Path(data), tracker, console)
+        version, _ = register_candidate(trainer, record, Path(data), tracker, console)
+    return version
+
+
+def gate_day(spec_path, data, workdir, day, config_path, overrides, console: Console):
+    """The delayed gate alone: the pending candidate vs the champion on `day` (no training)."""
+    from recsys_matta.jobs.daily import gate_candidate
+
+    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+    (day,) = trainer.reader.select_days(day)
+    with _open(trainer, f"gate {day}") as tracker:
+        decision = gate_candidate(trainer.spec, trainer.cfg, Path(data), day, tracker, len(trainer.done_days), console)
+    if decision is None:
+        console.print(f"gate on {day}: no candidate to judge (none pending, or it has seen {day})")
+    return decision
 
 
 def compare(spec_path, data, workdir, days_expr, config_path, overrides, console: Console) -> list[dict]:

@@ -1,8 +1,17 @@
-"""The daily job a scheduler runs on a GPU node (DESIGN.md section 7, issue 6):
+"""The daily job a scheduler runs on a GPU node (DESIGN.md section 7, issue 6), for day D:
 
-    take yesterday's state -> evaluate on day D -> train on D -> log to MLflow
-    -> register the Student (alias `candidate`) -> gate `champion` on held-out data
+    take yesterday's state
+    -> delayed champion gate: yesterday's candidate and the champion, both scored on D's raw rows
+       (a day neither has seen), `champion` moves to the candidate only when strictly better
+    -> evaluate on D (progressive) -> train on D -> log to MLflow
+    -> register the Student (alias `candidate`; the very first version also becomes `champion`)
     -> (after the last day) the Mix'n'Match report
+
+The gate runs before the training of D because only then is there data that is held out for
+BOTH models: the candidate was trained through D-1, the champion earlier. (Gating the new
+candidate on D itself would compare it on the data it just trained on; gating it on its own
+progressive metric compares the champion with itself when they are the same weights.) So a
+candidate registered today is judged by tomorrow's run, on tomorrow's data.
 
 `run_daily` takes one day or a range (backfill: the same steps for each day in order, in one
 MLflow run whose metric steps are the day indices). A failed day raises before anything of it is
@@ -17,11 +26,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
 from recsys_matta.jobs.mixnmatch import mixnmatch_report
 from recsys_matta.jobs.scoring import raw_frames, score_pyfunc
-from recsys_matta.jobs.train import prepare, summary_table
+from recsys_matta.jobs.train import ConsoleSink, prepare, summary_table
 from recsys_matta.models.extract import extract, student_choice
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.config import RunConfig
@@ -52,70 +62,85 @@ class DailyOutcome:
     tracking_uri: str | None = None
 
 
-def register_and_gate(
-    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None
+def gate_candidate(
+    spec: FeatureSpec, cfg: RunConfig, data: Path, day: str, tracker, step: int, console: Console | None = None
 ):
-    """Log the current Student as a pyfunc, register it (`candidate`), and run the gate.
-
-    Held-out data for the gate (`daily.gate_holdout`): the next day when it exists (`auto`,
-    `next`): candidate and champion both loaded from the registry and scored on its raw rows;
-    else the trained day's progressive metric for the candidate and the champion re-scored on
-    that same day.
-    """
-    from recsys_matta.serving.pyfunc import log_student
+    """The delayed gate before training `day`: the `candidate` version (trained through an
+    earlier day, not gated yet) against the `champion`, both loaded from the registry and scored
+    on the raw rows of `day`. Returns the `GateDecision`, or None when there is nothing to gate
+    (no candidate, the candidate is the champion, already gated, or it has seen `day`)."""
     from recsys_matta.tracking.registry import (
+        CANDIDATE,
+        alias_version,
         champion_version,
         gate,
         load_champion,
         load_version,
-        register,
-        version_tags,
+        version_info,
     )
 
-    spec, cfg = trainer.spec, trainer.cfg
-    day, name, label = record.day, cfg.registered_model, trainer.eval_label
-    if model is None:
-        model, _ = trainer.export()
-    student = extract(model, student_choice(model.cfg))
-    example = next(raw_frames(spec, data, day, limit=5))
-    uri = log_student(
-        tracker, student, spec, example, name="student", step=record.day_index, metadata={"day": day}
-    )
-    baseline_auc = record.baseline.auc_loss if record.baseline else None
-    version = register(uri, name, tags=version_tags(day, record.student.auc_loss, baseline_auc))
-
-    days = trainer.reader.days()
-    later = days[days.index(day) + 1 :]
-    mode = cfg.daily.gate_holdout
-    if mode == "next" and not later:
-        raise UserError(f"daily.gate_holdout=next but there is no day after {day} under {data}")
-    if later and mode in ("auto", "next"):
-        holdout = later[0]
-        cand = score_pyfunc(load_version(name, version), spec, data, holdout, label).auc_loss
-    else:
-        holdout, cand = day, record.student.auc_loss
-    current = champion_version(name)
-    champ = None
-    if current is not None and current != version:
-        champ = score_pyfunc(load_champion(name), spec, data, holdout, label).auc_loss
-    decision = gate(name, version, cand, champ, day=holdout, tracker=tracker)
+    name = cfg.registered_model
+    label = cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
+    cand, champ = alias_version(name, CANDIDATE), champion_version(name)
+    if cand is None or cand == champ:
+        return None
+    tags = version_info(name, cand)["tags"]
+    if "gate.day" in tags:
+        return None
+    trained = tags.get("day")
+    if trained is None or parse_day(trained, spec) >= parse_day(day, spec):
+        log.warning("gate: %s v%d was trained through %s; it cannot be judged on %s", name, cand, trained, day)
+        return None
+    cand_auc = score_pyfunc(load_version(name, cand), spec, data, day, label).auc_loss
+    champ_auc = None if champ is None else score_pyfunc(load_champion(name), spec, data, day, label).auc_loss
+    decision = gate(name, cand, cand_auc, champ_auc, day=day, tracker=tracker)
     tracker.log_metrics(
-        {
-            "gate/candidate_auc_loss": cand,
-            "gate/champion_auc_loss": champ,
-            "gate/moved": float(decision.moved),
-        },
-        step=record.day_index,
+        {"gate/candidate_auc_loss": cand_auc, "gate/champion_auc_loss": champ_auc, "gate/moved": float(decision.moved)},
+        step=step,
     )
     if console is not None:
-        champ_s = "none" if champ is None else f"{champ:.5f} (v{current})"
+        champ_s = "none" if champ_auc is None else f"{champ_auc:.5f} (v{champ})"
         console.print(
-            f"[bold]gate[/bold] {name} v{version} on {holdout} ({'next day' if holdout != day else 'progressive'}): "
-            f"candidate AucLoss {cand:.5f} vs champion {champ_s} -> "
+            f"[bold]gate[/bold] {name} v{cand} (trained through {trained}) on {day}: candidate AucLoss "
+            f"{cand_auc:.5f} vs champion {champ_s} -> "
             + ("[green]champion moved[/green]" if decision.moved else "[yellow]champion stays[/yellow]")
             + f" ({decision.reason})"
         )
     return decision
+
+
+def register_candidate(
+    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None
+):
+    """Log the current Student as a pyfunc and register it (alias `candidate`, tagged with the
+    day it was trained through). When the model has no champion yet it becomes the champion
+    (nothing to compare with); otherwise tomorrow's gate judges it. Returns the new version and
+    the first-champion `GateDecision` (or None)."""
+    from recsys_matta.serving.pyfunc import log_student
+    from recsys_matta.tracking.registry import champion_version, gate, register, version_tags
+
+    spec, cfg = trainer.spec, trainer.cfg
+    if cfg.ta_alone:
+        raise UserError("ta_alone=true trains a study reference, not a servable Student: set daily.register_student=false")
+    day, name = record.day, cfg.registered_model
+    if model is None:
+        model, _ = trainer.export()
+    student = extract(model, student_choice(model.cfg))
+    example = next(raw_frames(spec, data, day, limit=5), None)
+    if example is None:
+        raise UserError(f"day {day} under {data} has no rows to take an input example from")
+    uri = log_student(tracker, student, spec, example, name="student", step=record.day_index, metadata={"day": day})
+    baseline_auc = record.baseline.auc_loss if record.baseline else None
+    version = register(uri, name, tags=version_tags(day, record.student.auc_loss, baseline_auc))
+    first = None
+    if champion_version(name) is None:
+        first = gate(name, version, record.student.auc_loss, None, day=day, tracker=tracker)
+    if console is not None:
+        console.print(
+            f"registered {name} v{version} (trained through {day}) as candidate"
+            + ("; no champion yet, so it is the champion" if first is not None else "; the next day's run gates it")
+        )
+    return version, first
 
 
 def _log_run_artifacts(trainer: OnlineTrainer, tracker, workdir: Path) -> None:
@@ -146,6 +171,7 @@ def run_daily(
     workdir = Path(workdir)
     trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=ctx, force=force)
     days = trainer.reader.select_days(days_expr)  # a missing day is a DataError, before any run
+    trainer.restore()  # the newest readable checkpoint (finished days, state)
     out = DailyOutcome(days=days)
     if ctx.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -157,17 +183,25 @@ def run_daily(
         tracker.log_params({"config": cfg.model_dump(mode="json"), "spec": spec.model_dump(mode="json")})
         tracker.log_artifact(spec_path, "inputs")
         tracker.log_dict(cfg.model_dump(mode="json"), "inputs/run_config.json")
-        trainer.sinks = (TrackerSink(tracker),)
+        sinks: tuple[MetricsSink, ...] = (TrackerSink(tracker),)
+        trainer.sinks = (*sinks, ConsoleSink(console)) if console is not None and ctx.is_main else sinks
         for day in days:
-            records = trainer.run([day])
-            if not records:
+            if day in trainer.done_days and not force:
                 if console is not None and ctx.is_main:
                     console.print(f"{day}: already finished in {workdir}; nothing to do (use --force to redo)")
                 continue
-            if cfg.daily.register_student:
+            if cfg.daily.register_student and ctx.is_main:
+                decision = gate_candidate(spec, cfg, Path(data), day, tracker, len(trainer.done_days), console)
+                if decision is not None:
+                    out.decisions.append(decision)
+            ctx.barrier()
+            records = trainer.run([day])
+            if cfg.daily.register_student and records:
                 models = trainer.export()  # a collective when the tables are sharded
                 if ctx.is_main:
-                    out.decisions.append(register_and_gate(trainer, records[0], data, tracker, console, models[0]))
+                    _, first = register_candidate(trainer, records[0], data, tracker, console, models[0])
+                    if first is not None:
+                        out.decisions.append(first)
             ctx.barrier()
         models = trainer.export() if trainer.history and cfg.daily.mixnmatch else None
         if ctx.is_main and trainer.history:

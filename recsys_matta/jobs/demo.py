@@ -1,8 +1,9 @@
 """`make demo` / `matta demo`: the embedded default end to end on 2 CPU cores in a few minutes.
 
 Synthetic days with a hidden Teacher -> the daily job as a backfill over all days but the last
-(each day: progressive validation, training, MLflow run metrics, registration, champion gate on
-the next day) -> the Mix'n'Match report on the held-out last day, all in `<workdir>/mlflow.db`.
+(each day: the champion gate of the previous day's candidate on this day, progressive
+validation, training, MLflow run metrics, registration) -> the Mix'n'Match report and the gate of
+the last candidate on the held-out last day, all in `<workdir>/mlflow.db`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ START = date(2026, 1, 1)
 def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: list[str]) -> None:
     from recsys_matta.data.partitions import list_days
     from recsys_matta.data.synthetic import generate
+    from recsys_matta.jobs.commands import gate_day
     from recsys_matta.jobs.daily import run_daily
     from recsys_matta.specs import load_spec
 
@@ -39,8 +41,10 @@ def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: 
     train_days = f"{have[0]}..{have[-2]}"
     console.rule(f"daily job, backfill {train_days} (held out: {have[-1]})")
     out = run_daily(SPEC, data, workdir / "run", train_days, overrides=overrides, console=console)
+    console.rule(f"champion gate of the last candidate on the held-out {have[-1]}")
+    last = gate_day(SPEC, data, workdir / "run", have[-1], None, overrides, console=console)
     console.rule("done")
-    for d in out.decisions:
+    for d in out.decisions + ([last] if last is not None else []):
         console.print(d.summary(), markup=False)
     if out.tracking_uri:
         console.print(f"see the run: mlflow ui --backend-store-uri {out.tracking_uri}")

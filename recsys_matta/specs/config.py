@@ -194,20 +194,14 @@ class DailyConfig(_Strict):
     """The daily pipeline (`matta daily`): registration, the champion gate, Mix'n'Match.
 
     Args:
-        register_student: register the Student of every finished day (alias `candidate`) and run
-            the gate.
-        gate_holdout: data the gate scores candidate and champion on: `next` = the day after the
-            trained day (fails when it does not exist yet), `progressive` = the trained day's
-            progressive metrics (the candidate's AucLoss measured before it trained on the day; the
-            champion re-scored on the same day), `auto` = `next` when that day exists, else
-            `progressive`.
+        register_student: register the Student of every finished day (alias `candidate`) and,
+            before training each day, gate the previous candidate against the champion on it.
         mixnmatch: write the Mix'n'Match report after the last day.
         mixnmatch_all_max: also score every choice (not only wide-narrow-wide) when there are at
             most this many.
     """
 
     register_student: bool = True
-    gate_holdout: Literal["auto", "next", "progressive"] = "auto"
     mixnmatch: bool = True
     mixnmatch_all_max: int = Field(64, ge=0)
 

@@ -201,6 +201,7 @@ def gate(
         day=day,
     )
     tags = {
+        "gate.day": str(day),
         "gate.moved": str(moved).lower(),
         "gate.reason": reason,
         "gate.champion_version": str(current),

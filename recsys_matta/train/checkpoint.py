@@ -6,16 +6,25 @@ the global step, RNG states, the finished days and their metric records.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from recsys_matta.errors import UserError
+
 CKPT_RE = re.compile(r"^day=(.+)\.pt$")
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing or cannot be read (the message names it)."""
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -47,7 +56,45 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint at `path`; `CheckpointError` naming the file when it is missing,
+    truncated or otherwise unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, ...: all mean unreadable
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "done_days" not in state:
+        raise CheckpointError(f"{path}: not a recsys-matta trainer checkpoint")
+    return state
+
+
+def load_newest(ckpt_dir: Path, day_key: Callable[[str], Any]) -> tuple[str, dict] | None:
+    """(day, state) of the newest READABLE checkpoint in `ckpt_dir` (None when there is none).
+    An unreadable newer one is skipped with a warning that names it and says how to recover;
+    when none is readable, `CheckpointError` lists them all."""
+    ckpts = list_checkpoints(ckpt_dir)
+    failures = []
+    for day in sorted(ckpts, key=day_key, reverse=True):
+        try:
+            state = load_checkpoint(ckpts[day])
+        except CheckpointError as e:
+            failures.append(str(e))
+            continue
+        for bad in failures:
+            log.warning(
+                "%s; falling back to %s (the checkpoint after %s): the days after it are trained "
+                "again. To recover, move the unreadable file out of %s (it is replaced when its "
+                "day is trained again).", bad, ckpts[day], day, ckpt_dir,
+            )  # fmt: skip
+        return day, state
+    if failures:
+        raise CheckpointError(
+            f"no readable checkpoint in {ckpt_dir}: " + "; ".join(failures)
+            + ". Move them away to start the run from scratch (or restore them from a backup)."
+        )
+    return None
 
 
 def checkpoint_path(ckpt_dir: Path, day: str) -> Path:

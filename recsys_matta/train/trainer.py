@@ -2,9 +2,15 @@
 
     for day in days (chronological):
         skip it if finished (unless --force: restore the state before it)
+        check the day's data            # rows, column types vs the first day (data/quality.py)
         record = evaluate(day)          # progressive validation: before training on the day
+        check the day's counts          # loss budget for dropped rows
         train(day)                      # one pass, through the engine's TrainStep
         checkpoint(day)                 # atomic; then metrics.jsonl and the sinks
+
+A day that fails a check raises `DayDataError` before anything of it is trained or recorded.
+The newest checkpoint that can be read is the state (an unreadable one is skipped with a
+warning naming it).
 
 Where the models live and how a step runs is the engine's business (recsys_matta.distributed:
 plain modules, or TorchRec DMP under torchrun).
@@ -25,7 +31,8 @@ from tqdm.auto import tqdm
 
 from recsys_matta.data.batch import Batch
 from recsys_matta.data.encode import ReadCounts
-from recsys_matta.data.partitions import parse_day
+from recsys_matta.data.partitions import day_dir, parse_day
+from recsys_matta.data.quality import check_counts, check_drift, check_has_rows
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.distributed.engine import Engine, make_engine
@@ -37,6 +44,7 @@ from recsys_matta.train.checkpoint import (
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
+    load_newest,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -129,6 +137,7 @@ class OnlineTrainer:
         self.step = 0
         self.done_days: list[str] = []
         self.history: list[DayRecord] = []
+        self.schema: dict | None = None  # {"day": first trained day, "columns": {column: kind}}
         self._synced = False  # in-memory state equals the newest checkpoint on disk
 
     @property
@@ -150,6 +159,7 @@ class OnlineTrainer:
             "step": self.step,
             "done_days": list(self.done_days),
             "history": [r.model_dump() for r in self.history],
+            "schema": self.schema,
             **models,
             "rng": rng_state(),
             "config": self.cfg.model_dump(mode="json"),
@@ -161,6 +171,7 @@ class OnlineTrainer:
         self.step = state["step"]
         self.done_days = list(state["done_days"])
         self.history = [DayRecord.model_validate(r) for r in state["history"]]
+        self.schema = state.get("schema")
         set_rng_state(state["rng"])
 
     def restore(self) -> None:
@@ -170,10 +181,10 @@ class OnlineTrainer:
 
     def _restore_before(self, day: str | None) -> None:
         """Load the newest checkpoint (day=None) or the state just before `day` (for --force)."""
-        ckpts = list_checkpoints(self.ckpt_dir)
-        if not ckpts:
+        found = load_newest(self.ckpt_dir, self._day_key)
+        if found is None:
             return
-        newest = load_checkpoint(ckpts[max(ckpts, key=self._day_key)])
+        _, newest = found
         if day is None:
             self._load(newest)
             return
@@ -183,12 +194,13 @@ class OnlineTrainer:
             self._reset()
             return
         prev = before[-1]
+        ckpts = list_checkpoints(self.ckpt_dir)
         if prev not in ckpts:
             raise UserError(
                 f"cannot redo {day}: the checkpoint of {prev} is no longer kept in {self.ckpt_dir} "
                 f"(raise train.keep_checkpoints)"
             )
-        self._load(load_checkpoint(ckpts[prev]))
+        self._load(newest if prev == found[0] else load_checkpoint(ckpts[prev]))
 
     def _day_key(self, day: str):
         return parse_day(day, self.spec.partition)
@@ -219,19 +231,45 @@ class OnlineTrainer:
                         f"training goes forward in time (use --force to redo from {day})"
                     )
                 self._restore_before(day)
+            elif self.done_days:
+                self._check_no_gap(day)
             out.append(self.run_day(day))
         return out
 
+    def _check_no_gap(self, day: str) -> None:
+        """Days in the data between the last finished day and `day` must not be skipped."""
+        last = self._day_key(self.done_days[-1])
+        skipped = [d for d in self.reader.days() if last < self._day_key(d) < self._day_key(day)]
+        if skipped:
+            raise UserError(
+                f"day {day}: the data has {len(skipped)} day(s) after the last finished day "
+                f"{self.done_days[-1]} that were not trained ({', '.join(skipped[:5])}"
+                f"{', ...' if len(skipped) > 5 else ''}); online training goes through every day "
+                f"in order: run them first (--days {skipped[0]}..{day})"
+            )
+
+    def check_day(self, day: str) -> dict[str, str]:
+        """The checks that need no data pass: rows and column types (DayDataError)."""
+        kinds = self.reader.column_kinds(day)
+        check_drift(self.schema, kinds, day)
+        check_has_rows(self.reader.num_rows(day), day, day_dir(self.data_root, self.spec, day))
+        return kinds
+
     def run_day(self, day: str) -> DayRecord:
         self._synced = False  # until this day's checkpoint is written
+        kinds = self.check_day(day)
         t0 = time.perf_counter()
         metrics = self.evaluate(day)
         t_eval = time.perf_counter() - t0
-        losses = self.train_day(day)
-        t_train = time.perf_counter() - t0 - t_eval
         counts = self.eval_reader.counts(day)  # the eval pass always reads the whole day
         if self.ctx.distributed:  # every rank's rows
             counts = sum(self.ctx.all_gather_object(counts), ReadCounts())
+        check_counts(counts, day, self.cfg.data)
+        t1 = time.perf_counter()
+        losses = self.train_day(day)
+        t_train = time.perf_counter() - t1
+        if self.schema is None:
+            self.schema = {"day": day, "columns": kinds}
         record = DayRecord(
             day=day,
             day_index=len(self.done_days),

@@ -13,9 +13,10 @@ from recsys_matta.data.adapters import criteo, movielens
 from recsys_matta.data.partitions import list_days
 from recsys_matta.errors import DataError
 from recsys_matta.specs import Partition, load_spec
+from tests.shared_data import SHARED_DATA as DATA
+from tests.shared_data import needs_shared_data
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / ".." / "shared" / "data"
 ML = DATA / "ml-latest-small"
 CRITEO = DATA / "criteo_sample" / "criteo_sample.txt"
 DAY = Partition()
@@ -72,6 +73,7 @@ def _ml_dir(tmp_path: Path, ratings: str = RATINGS, movies: str = MOVIES, tags: 
     return d
 
 
+@needs_shared_data
 def test_movielens_shipped_sample(tmp_path: Path) -> None:
     written = movielens.convert(ML, tmp_path / "out", period="month")
     df = _read(tmp_path / "out")
@@ -220,6 +222,7 @@ def test_movielens_bad_arguments(tmp_path: Path) -> None:
 # --- Criteo -----------------------------------------------------------------------------------
 
 
+@needs_shared_data
 def test_criteo_shipped_sample(tmp_path: Path) -> None:
     written = criteo.convert(CRITEO, tmp_path / "out", days=3, start_date=date(2026, 3, 1))
     assert written == ["2026-03-01", "2026-03-02", "2026-03-03"]
@@ -268,6 +271,7 @@ def test_criteo_shipped_sample(tmp_path: Path) -> None:
     )
 
 
+@needs_shared_data
 def test_criteo_public_tsv_layout_gives_the_same_rows(tmp_path: Path) -> None:
     lines = CRITEO.read_text().splitlines()[1:]
     tsv = tmp_path / "train.txt"
@@ -333,6 +337,7 @@ CRITEO_BAD = [
 ]
 
 
+@needs_shared_data
 @pytest.mark.parametrize(
     "edit,message", [b[1:] for b in CRITEO_BAD], ids=[b[0] for b in CRITEO_BAD]
 )
@@ -344,6 +349,7 @@ def test_criteo_bad_input(tmp_path: Path, edit, message: str) -> None:
     assert _no_output(out)  # nothing half-written, even when earlier days were fine
 
 
+@needs_shared_data
 def test_criteo_bad_files_and_kept_output(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"{tmp_path / 'nope.txt'}: input file not found"):
         criteo.convert(tmp_path / "nope.txt", tmp_path / "out", days=1)
@@ -391,6 +397,7 @@ def test_cli_convert_movielens(tmp_path: Path) -> None:
     assert "wrote 2 month partitions (2000-07-01..2006-01-01)" in result.output
 
 
+@needs_shared_data
 def test_cli_convert_criteo(tmp_path: Path) -> None:
     args = [
         "convert",

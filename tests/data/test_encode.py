@@ -138,6 +138,16 @@ def test_invalid_labels_drop_rows_and_are_counted() -> None:
     assert enc.counts.rows_read == 4 and enc.counts.rows_kept == 1
     assert enc.counts.label_null_dropped == 2
     assert enc.counts.label_out_of_range_dropped == 1
+    # per column (a row may count in both columns) and per file, for error messages
+    assert enc.counts.label_null == {"t": 2} and enc.counts.label_out_of_range == {"t": 1, "y": 1}
+    assert enc.counts.dropped_by_file == {"f.parquet": 3} and enc.counts.dropped == 3
+    logged = enc.counts.as_dict()
+    assert logged["label_null/t"] == 2 and logged["label_out_of_range/y"] == 1
+    assert not any("f.parquet" in k or k.startswith("dropped_by_file") for k in logged)
+    assert enc.counts.summary() == (
+        "4 rows read, 1 kept, 3 dropped (2 null label, 1 label out of range), "
+        "1 dense values filled, 1 null ids, 1 OOV ids"
+    )
     assert enc.teacher.tolist() == pytest.approx([0.3]) and enc.event.tolist() == [1.0]
     kjt = to_batch(enc).sparse  # the kept row is the last one: uid 7, city a, hour -1, [3, 4]
     assert kjt.lengths().tolist() == [1, 1, 1, 2]

@@ -329,3 +329,16 @@ def test_reads_generated_synthetic_days(tmp_path: Path) -> None:
     c = reader.counts("2026-01-01")
     assert c.rows_kept == 1500 and c.as_dict()["dense_filled"] == 0
     assert c.as_dict()["sparse_oov"] == 0 and c.label_null_dropped == 0
+
+
+def test_column_kinds_ignore_widths_but_not_int_vs_string_ids(tmp_path: Path) -> None:
+    write_day(tmp_path, DAY, [5])
+    other = tmp_path / f"day={DAY}" / "part-00001.parquet"
+    t = rows_table(5, 5)
+    t = t.set_column(0, "rid", pa.array(range(5, 10), pa.int32())).set_column(4, "y", pa.array([0.0, 1.0] * 2 + [0.0]))
+    pq.write_table(t, other)  # int32 ids, float event label: same kinds as int64 / int8
+    reader = DayReader(SPEC, tmp_path, 4)
+    assert reader.column_kinds(DAY) == {"rid": "integer", "tags": "list<integer>", "x": "number", "t": "number", "y": "number"}
+    pq.write_table(t.set_column(0, "rid", pa.array([str(i) for i in range(5)])), other)
+    with pytest.raises(DataError, match=rf"column 'rid' is integer in .*part-00000.parquet but string in {other}"):
+        reader.column_kinds(DAY)

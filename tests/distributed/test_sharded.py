@@ -97,6 +97,12 @@ class _UnionReader:
     def num_rows(self, day: str) -> int:
         return self.parts[0].num_rows(day)
 
+    def column_kinds(self, day: str) -> dict[str, str]:
+        return self.parts[0].column_kinds(day)
+
+    def days(self) -> list[str]:
+        return self.parts[0].days()
+
     def iter_day(self, day: str):
         for a, b in zip(*(p.iter_day(day) for p in self.parts), strict=True):
             yield _cat(a, b)

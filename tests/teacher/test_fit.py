@@ -17,10 +17,11 @@ from recsys_matta.data.reader import DayReader
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
 from recsys_matta.teacher.fit import MODEL_FILE, REPORT_FILE, TeacherConfig, fit_teacher, load_teacher, score_teacher
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = REPO / "feature_specs" / "movielens.yaml"
-ML_SMALL = REPO / ".." / "shared" / "data" / "ml-latest-small"
+ML_SMALL = SHARED_DATA / "ml-latest-small"
 DAYS = ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26"]
 
 
@@ -94,6 +95,7 @@ def test_fit_picks_the_better_candidate_and_score_writes_new_partitions(planted,
     assert DayReader(spec2, new_root, 1).days() == [DAYS[3]]
 
 
+@needs_shared_data
 def test_real_movielens_slice(tmp_path):
     """Months 2000-05..2000-08 of ml-latest-small (4737 ratings) through the real adapter."""
     import polars as pl

@@ -175,6 +175,6 @@ def test_a_batch_whose_rows_all_have_invalid_labels_is_skipped(spec, synthetic_r
     (tmp_path / "data" / f"day={DAYS[0]}").mkdir(parents=True)
     pq.write_table(table, tmp_path / "data" / f"day={DAYS[0]}" / "part-00000.parquet")
     # 1500 rows in 6 batches of 250: the first batch loses every row (null Teacher label)
-    out = _trainer(spec, tmp_path / "data", tmp_path / "w").run(DAYS[:1])
+    out = _trainer(spec, tmp_path / "data", tmp_path / "w", "data.max_invalid_fraction=0.25").run(DAYS[:1])
     assert out[0].train_rows == 1200 and out[0].train_steps == 5
     assert out[0].reader["label_null_dropped"] == 300 and out[0].eval_rows == 1200
