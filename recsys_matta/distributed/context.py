@@ -55,6 +55,12 @@ class DistContext:
             atexit.register(_destroy_group)  # leave the group cleanly at exit
         return cls(rank=rank, world_size=world, local_rank=local, device=dev)
 
+    def auto_threads(self, reserved: int = 2) -> int:
+        """Intra-op threads for this process: its share of the node's cores, minus `reserved`
+        (the data reader's background threads), at least 1."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world_size)))
+        return max(1, (os.cpu_count() or 1) // max(local, 1) - reserved)
+
     def ensure_group(self) -> None:
         """A process group even in one process without torchrun (TorchRec's DMP needs one):
         a single-rank group (nccl on GPU, gloo on CPU) over an in-memory store."""

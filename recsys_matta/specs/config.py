@@ -126,7 +126,10 @@ class TrainConfig(_Strict):
         max_batches_per_day: cap on training batches per day (smoke tests); None = the whole day.
         keep_checkpoints: per-day checkpoints kept (the newest; >= 2 so `--force` can redo a day).
         progress: progress bars on long work.
-        threads: torch intra-op threads (0 = torch's default).
+        threads: torch intra-op threads; 0 = auto: this process's share of the cores
+            (`cpu_count / processes on the node`) minus the reader's two background threads, at
+            least 1. (torch's default, one thread per core, fights the reader's threads and any
+            other process for the cores: 20x slower steps measured on a shared 2-core machine.)
     """
 
     batch_size: int = Field(256, ge=1)

@@ -114,8 +114,7 @@ class OnlineTrainer:
         self.force = force
         self.ckpt_dir = self.workdir / "checkpoints"
         t = cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        torch.set_num_threads(t.threads or self.ctx.auto_threads())
         shard = dict(rank=self.ctx.rank, world_size=self.ctx.world_size)
         self.reader = DayReader(
             spec, self.data_root, t.batch_size, shuffle_buffer=t.shuffle_buffer, seed=t.seed, **shard

@@ -49,3 +49,15 @@ def test_bad_config_file_names_the_file(tmp_path):
     p.write_text("train: {batchsize: 3}\n")
     with pytest.raises(SpecError, match=r"bad.yaml.*\n.*train.batchsize: unknown key"):
         resolve_config(p)
+
+
+def test_auto_threads_leave_the_reader_its_cores(monkeypatch):
+    from recsys_matta.distributed.context import DistContext
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert DistContext().auto_threads() == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert DistContext().auto_threads() == 14
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 ranks on the node: 16 / 4 - 2
+    assert DistContext(rank=1, world_size=8).auto_threads() == 2
