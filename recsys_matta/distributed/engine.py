@@ -109,7 +109,39 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class LocalEngine:
+class EngineBase:
+    """What both engines share: the models, the two optimizers, loading checkpoint entries."""
+
+    models: Models
+    opt: ModelOptimizer
+    baseline_opt: ModelOptimizer | None
+
+    @property
+    def model(self) -> MatTAModel:
+        return self.models.model
+
+    @property
+    def baseline(self) -> MatTAModel | None:
+        return self.models.baseline
+
+    def _load_weights(self, module: MatTAModel, state: dict) -> None:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load plain-format checkpoint entries (a frozen baseline keeps its own weights)."""
+        self._load_weights(self.models.model, state["model"])
+        self.opt.load_state_dict(state["optim"])
+        trained = self.models.trained_baseline
+        if trained is not None and state.get("baseline") is not None:
+            self._load_weights(trained, state["baseline"])
+            if self.baseline_opt is not None and state.get("baseline_optim") is not None:
+                self.baseline_opt.load_state_dict(state["baseline_optim"])
+
+    def close(self) -> None:
+        pass
+
+
+class LocalEngine(EngineBase):
     """The plain modules in this process (CPU or one GPU).
 
     Args:
@@ -129,14 +161,6 @@ class LocalEngine:
         self.baseline_opt = None if trained is None else ModelOptimizer(trained, cfg.baseline.optim)
         self.optimizers = StepOptimizers([o for o in (self.opt, self.baseline_opt) if o is not None])
 
-    @property
-    def model(self) -> MatTAModel:
-        return self.models.model
-
-    @property
-    def baseline(self) -> MatTAModel | None:
-        return self.models.baseline
-
     def train(self, batches: Iterable[Batch], first_step: int, day: str) -> Iterator[StepResult]:
         """Size-0 batches (every row had an invalid label) are skipped: the EBC rejects stride 0."""
         self.step_module.train()
@@ -152,20 +176,11 @@ class LocalEngine:
             "baseline_optim": None if self.baseline_opt is None else self.baseline_opt.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.models.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optim"])
-        trained = self.models.trained_baseline
-        if trained is not None and state.get("baseline") is not None:
-            trained.load_state_dict(state["baseline"])
-            if self.baseline_opt is not None and state.get("baseline_optim") is not None:
-                self.baseline_opt.load_state_dict(state["baseline_optim"])
+    def _load_weights(self, module: MatTAModel, state: dict) -> None:
+        module.load_state_dict(state)
 
     def export(self) -> tuple[MatTAModel, MatTAModel | None]:
         return self.models.model, self.models.baseline
-
-    def close(self) -> None:
-        pass
 
 
 def make_engine(spec: FeatureSpec, cfg: RunConfig, label: str, ctx: DistContext) -> Engine:

@@ -52,7 +52,7 @@ from torchrec.streamable import Pipelineable
 
 from recsys_matta.data.batch import Batch
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import Models
+from recsys_matta.distributed.engine import EngineBase, Models
 from recsys_matta.distributed.planning import plan_sharding
 from recsys_matta.distributed.state import (
     TABLE_PREFIX,
@@ -61,7 +61,7 @@ from recsys_matta.distributed.state import (
     is_main,
     load_full_state,
 )
-from recsys_matta.models import MatTAModel  # noqa: F401  (types)
+from recsys_matta.models import MatTAModel
 from recsys_matta.specs.config import RunConfig
 from recsys_matta.train.step import StepOptimizers, StepResult, TrainStep, check_finite, run_steps, to_floats
 
@@ -88,7 +88,7 @@ class PipelineBatch(Batch, Pipelineable):
                 t.record_stream(stream)
 
 
-class ShardedEngine:
+class ShardedEngine(EngineBase):
     """The trained model and baseline inside one DMP, their optimizers, and the training steps
     (the `Engine` interface of recsys_matta.distributed.engine).
 
@@ -132,14 +132,6 @@ class ShardedEngine:
         )
         self.optimizers = StepOptimizers([o for o in (self.opt, self.baseline_opt) if o is not None])
 
-    @property
-    def model(self) -> MatTAModel:
-        return self.models.model
-
-    @property
-    def baseline(self) -> MatTAModel | None:
-        return self.models.baseline
-
     def state_dict(self) -> dict | None:
         """The checkpoint entries in the plain format (what one process saves), on rank 0;
         None on the others. Collective."""
@@ -152,15 +144,8 @@ class ShardedEngine:
         }
         return out if is_main() else None
 
-    def load_state_dict(self, state: dict) -> None:
-        """Load plain-format checkpoint entries (written with any world size)."""
-        load_full_state(self.models.model, state["model"])
-        self.opt.load_state_dict(state["optim"])
-        trained = self.models.trained_baseline
-        if trained is not None and state.get("baseline") is not None:
-            load_full_state(trained, state["baseline"])
-            if self.baseline_opt is not None and state.get("baseline_optim") is not None:
-                self.baseline_opt.load_state_dict(state["baseline_optim"])
+    def _load_weights(self, module: MatTAModel, state: dict) -> None:
+        load_full_state(module, state)  # full tensors into this rank's shards (any world size)
 
     def export(self) -> tuple[MatTAModel, MatTAModel | None] | None:
         """Plain copies of (model, baseline) with the current weights, built on rank 0 only

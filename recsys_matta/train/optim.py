@@ -16,7 +16,7 @@ from torch import nn
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys_matta.specs.config import OptimConfig
-from recsys_matta.train.shampoo import BlockSOAP
+from recsys_matta.train.shampoo import BlockSOAP, zero_grads
 
 # heavyball compiles its update by default (11.5 s first step on CPU and recompiles later, see
 # FACTS.md). Eager everywhere: the step is a handful of small matmuls per weight.
@@ -52,30 +52,18 @@ class Shampoo:
         self.params = list(params)
         self.start = cfg.start_preconditioning_step
         self.impl = cfg.shampoo_impl
+        common = dict(
+            lr=cfg.lr, betas=cfg.betas, shampoo_beta=cfg.shampoo_beta, eps=cfg.epsilon, weight_decay=cfg.weight_decay
+        )
         if self.impl == "batched":
             self.soap: BlockSOAP | heavyball.SOAP = BlockSOAP(
-                self.params,
-                lr=cfg.lr,
-                betas=cfg.betas,
-                shampoo_beta=cfg.shampoo_beta,
-                eps=cfg.epsilon,
-                weight_decay=cfg.weight_decay,
-                frequency=cfg.precondition_frequency,
-                max_dim=cfg.max_preconditioner_dim,
+                self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim
             )
         else:
             self.soap = heavyball.SOAP(
-                self.params,
-                lr=cfg.lr,
-                betas=cfg.betas,
-                shampoo_beta=cfg.shampoo_beta,
-                eps=cfg.epsilon,
-                weight_decay=cfg.weight_decay,
-                precondition_frequency=cfg.precondition_frequency,
-                max_precond_dim=cfg.max_preconditioner_dim,
-                split=True,
-                use_precond_schedule=False,
-            )
+                self.params, **common, precondition_frequency=cfg.precondition_frequency,
+                max_precond_dim=cfg.max_preconditioner_dim, split=True, use_precond_schedule=False,
+            )  # fmt: skip
         self.graft = (
             torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.epsilon, weight_decay=cfg.weight_decay)
             if self.start > 0
@@ -91,12 +79,7 @@ class Shampoo:
         self.steps += 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+        zero_grads(self.params, set_to_none)
 
     def state_dict(self) -> dict:
         return {

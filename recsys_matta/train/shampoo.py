@@ -163,12 +163,7 @@ class BlockSOAP:
             s[q] = new
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+        zero_grads(self.params, set_to_none)
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -199,6 +194,16 @@ class BlockSOAP:
                         return None
                     return [g.state["L"][i].clone(), g.state["R"][i].clone()]
         return None
+
+
+def zero_grads(params: Iterable[nn.Parameter], set_to_none: bool = True) -> None:
+    """Clear the gradients of `params` (None, or zeros in place)."""
+    for p in params:
+        if p.grad is not None:
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.zero_()
 
 
 def _eigenvectors(mat: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ import yaml
 
 from recsys_matta.cli import main
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
+from tests.http_server import free_port, stop, wait_healthy
 from tests.tiny import DAYS, REPO, SPEC_PATH, TINY
 
 pytestmark = pytest.mark.integration
@@ -218,10 +219,6 @@ def test_tests_that_need_the_shared_datasets_skip_without_them(tmp_path):
 
 @pytest.mark.serving
 def test_matta_serve_scores_raw_rows_without_the_venv_on_path(synthetic_root, tmp_path, capsys):
-    import signal
-    import socket
-    import time
-    import urllib.error
     import urllib.request
 
     import numpy as np
@@ -233,9 +230,7 @@ def test_matta_serve_scores_raw_rows_without_the_venv_on_path(synthetic_root, tm
 
     work = tmp_path / "run"
     assert _daily(capsys, synthetic_root, work, DAYS[0], *QUIET)[0] == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     matta = Path(sys.executable).with_name("matta")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "VIRTUAL_ENV")}
     env["PATH"] = "/usr/bin:/bin"  # cron / systemd: the venv is not activated
@@ -243,17 +238,7 @@ def test_matta_serve_scores_raw_rows_without_the_venv_on_path(synthetic_root, tm
     proc = subprocess.Popen([str(matta), "serve", "--workdir", str(work), "--port", str(port)], env=env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_healthy(proc, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
         spec = load_spec(SPEC_PATH)
         rows = next(raw_frames(spec, synthetic_root, DAYS[1], limit=20)).drop(columns=["teacher_prob", "click"])
         payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
@@ -267,12 +252,7 @@ def test_matta_serve_scores_raw_rows_without_the_venv_on_path(synthetic_root, tm
         np.testing.assert_allclose(served, local, rtol=0, atol=1e-6)
         assert "serving models:/matta-student@champion (version 1)" in (tmp_path / "serve.log").read_text()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop(proc)
         log.close()
 
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,6 +28,7 @@ from recsys_matta.tracking.registry import (
     version_info,
     version_tags,
 )
+from tests.http_server import free_port, stop, wait_healthy
 from tests.serving.tiny import COLUMNS, SPEC, raw_rows, raw_table, reference_probs, tiny_model
 from tests.tracking.mlflow_store import fresh_store
 
@@ -139,20 +137,9 @@ print(json.dumps({{"torchrec": "torchrec" in sys.modules}}))
         pytest.xfail("loading the Student imported torchrec (via recsys_matta.data.encode)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 2.0) -> int:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status
-
-
 @pytest.mark.serving
 def test_mlflow_models_serve_scores_raw_rows(champion, tmp_path):
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}",
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
@@ -163,16 +150,7 @@ def test_mlflow_models_serve_scores_raw_rows(champion, tmp_path):
         start_new_session=True,  # its own process group: uvicorn and workers die together
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if _get(f"http://127.0.0.1:{port}/ping") == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_healthy(proc, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
         rows = raw_rows()
         payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         request = urllib.request.Request(
@@ -187,10 +165,5 @@ def test_mlflow_models_serve_scores_raw_rows(champion, tmp_path):
         np.testing.assert_allclose(served, local, rtol=0, atol=1e-6)
         np.testing.assert_allclose(served, champion["expected"], rtol=0, atol=1e-6)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop(proc)
         log_file.close()
