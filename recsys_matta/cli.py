@@ -313,6 +313,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False  # not twice when a library configures root
     # logs stay readable in scheduler output: no per-download progress bars from MLflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -321,6 +322,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as e:  # expected bad input: one clear line, no traceback
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    finally:
+        logger.propagate = propagate
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, ...: all mean unreadable
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {why})") from None
     if not isinstance(state, dict) or "done_days" not in state:
         raise CheckpointError(f"{path}: not a recsys-matta trainer checkpoint")
     return state
