@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from recsys_matta.modules import NestedDenseTokens, NestedGAU, NestedLayerNorm, NestedMLP
+from recsys_matta.modules.nested_linear import Fan
 from recsys_matta.specs.model import ModelConfig
 
 
@@ -180,17 +181,18 @@ class Tower(nn.Module):
 
     Args:
         dims: narrow / wide size of every layer.
+        fan: fan-in rule of the nested (shared) weights (`MNestedLinear`).
     """
 
-    def __init__(self, dims: TowerDims) -> None:
+    def __init__(self, dims: TowerDims, fan: Fan = "geometric") -> None:
         super().__init__()
         self.dims = dims
         (d_s, d_ta), n_tok = dims.d, dims.num_tokens
         self.dense_tokens = NestedDenseTokens(dims.num_dense, d_s, d_ta) if dims.num_dense else None
-        self.gau = nn.ModuleList(NestedGAU(d_s, d_ta, *g) for g in dims.gau)
+        self.gau = nn.ModuleList(NestedGAU(d_s, d_ta, *g, fan=fan) for g in dims.gau)
         self.extra_gau = nn.ModuleList(NestedGAU(d_ta, d_ta, e, e, s, s) for e, s in dims.extra_gau)
         self.norm = NestedLayerNorm(d_s, d_ta)
-        self.mlp = NestedMLP(d_s * n_tok, d_ta * n_tok, dims.mlp_student, dims.mlp_ta, dims.extra_mlp)
+        self.mlp = NestedMLP(d_s * n_tok, d_ta * n_tok, dims.mlp_student, dims.mlp_ta, dims.extra_mlp, fan=fan)
 
     def tokens(self, pooled: torch.Tensor, dense: torch.Tensor, d: int) -> torch.Tensor:
         """pooled (B, F, >= d) sparse embeddings + dense (B, D) -> tokens (B, T, d)."""

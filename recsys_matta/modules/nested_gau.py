@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_matta.modules.nested_linear import MNestedLinear
+from recsys_matta.modules.nested_linear import Fan, MNestedLinear
 from recsys_matta.modules.nested_norm import NestedLayerNorm
 
 # γ starts at 1 + N(0, GAMMA_NOISE²) and β at 0, so Q ≈ K ≈ Z and the relu² kernel starts as a
@@ -40,19 +40,20 @@ class NestedGAU(nn.Module):
         e_ta: TA expansion dim.
         s_student: Student shared (query/key) dim.
         s_ta: TA shared dim.
+        fan: fan-in rule of the shared projections (`MNestedLinear`).
     """
 
     def __init__(
-        self, d_student: int, d_ta: int, e_student: int, e_ta: int, s_student: int, s_ta: int
+        self, d_student: int, d_ta: int, e_student: int, e_ta: int, s_student: int, s_ta: int, fan: Fan = "geometric"
     ) -> None:
         super().__init__()
         self.d_student, self.d_ta = d_student, d_ta
         self.e_student, self.e_ta = e_student, e_ta
         self.s_student, self.s_ta = s_student, s_ta
         self.norm = NestedLayerNorm(d_student, d_ta)
-        self.to_u = MNestedLinear(d_student, d_ta, e_student, e_ta)
-        self.to_v = MNestedLinear(d_student, d_ta, e_student, e_ta)
-        self.to_z = MNestedLinear(d_student, d_ta, s_student, s_ta)
+        self.to_u = MNestedLinear(d_student, d_ta, e_student, e_ta, fan=fan)
+        self.to_v = MNestedLinear(d_student, d_ta, e_student, e_ta, fan=fan)
+        self.to_z = MNestedLinear(d_student, d_ta, s_student, s_ta, fan=fan)
         self.gamma = nn.Parameter(torch.empty(2, s_ta))  # rows: q, k
         self.beta = nn.Parameter(torch.zeros(2, s_ta))
         self.to_out = MNestedLinear(e_student, e_ta, d_student, d_ta, init_gain=OUT_INIT_GAIN)

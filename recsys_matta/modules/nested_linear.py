@@ -12,10 +12,13 @@ the forward path (`F.linear` reads strided views).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Fan = Literal["geometric", "ta", "student"]
 
 
 def nested_normal_(weight: torch.Tensor, fan_in: float, gain: float = 1.0) -> torch.Tensor:
@@ -35,9 +38,12 @@ class MNestedLinear(nn.Module):
         share_params: True: one `weight` (out_ta, in_ta) / `bias` (out_ta,), the Student uses the
             top-left block (M-nesting). False: separate `student_weight` / `student_bias`
             (paper Table 4 ablation).
-        init_gain: weights start as N(0, gain^2 / fan_in) with `fan_in = sqrt(in_student *
-            in_ta)` (the geometric mean, so neither the Student nor the TA starts badly scaled);
-            biases start at 0. `init_gain=0` starts the weight at zero.
+        init_gain: weights start as N(0, gain^2 / fan_in); biases start at 0. `init_gain=0`
+            starts the weight at zero.
+        fan: the fan-in of a shared weight: `geometric` = sqrt(in_student * in_ta) (neither model
+            at its standalone scale), `ta` = in_ta (the TA starts as a standalone TA would, the
+            Student block smaller), `student` = in_student. Unshared weights use their own
+            fan-in.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class MNestedLinear(nn.Module):
         out_ta: int,
         share_params: bool = True,
         init_gain: float = 1.0,
+        fan: Fan = "geometric",
     ) -> None:
         super().__init__()
         if not (0 < in_student <= in_ta and 0 < out_student <= out_ta):
@@ -58,7 +65,7 @@ class MNestedLinear(nn.Module):
         self.in_student, self.in_ta = in_student, in_ta
         self.out_student, self.out_ta = out_student, out_ta
         self.share_params = share_params
-        self.init_gain = init_gain
+        self.init_gain, self.fan = init_gain, fan
         self.weight = nn.Parameter(torch.empty(out_ta, in_ta))
         self.bias = nn.Parameter(torch.empty(out_ta))
         if share_params:
@@ -70,8 +77,8 @@ class MNestedLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        fan = math.sqrt(self.in_student * self.in_ta) if self.share_params else self.in_ta
-        nested_normal_(self.weight, fan, self.init_gain)
+        fans = {"geometric": math.sqrt(self.in_student * self.in_ta), "ta": self.in_ta, "student": self.in_student}
+        nested_normal_(self.weight, fans[self.fan] if self.share_params else self.in_ta, self.init_gain)
         nn.init.zeros_(self.bias)
         if self.student_weight is not None and self.student_bias is not None:
             nested_normal_(self.student_weight, self.in_student, self.init_gain)

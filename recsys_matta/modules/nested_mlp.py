@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_matta.modules.nested_linear import MNestedLinear
+from recsys_matta.modules.nested_linear import Fan, MNestedLinear
 
 
 class ResidualBlock(nn.Module):
@@ -62,6 +62,7 @@ class NestedMLP(nn.Module):
         extra_blocks: TA-only residual blocks after the last hidden layer, at the TA's last
             hidden width (or `in_ta` when there is no hidden layer).
         out: output width of both (1 = one logit).
+        fan: fan-in rule of the nested layers (`MNestedLinear`).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class NestedMLP(nn.Module):
         hidden_ta: Sequence[int],
         extra_blocks: int = 0,
         out: int = 1,
+        fan: Fan = "geometric",
     ) -> None:
         super().__init__()
         if len(hidden_student) != len(hidden_ta):
@@ -81,11 +83,11 @@ class NestedMLP(nn.Module):
         widths_s = (in_student, *hidden_student)
         widths_ta = (in_ta, *hidden_ta)
         self.layers = nn.ModuleList(
-            MNestedLinear(widths_s[i], widths_ta[i], widths_s[i + 1], widths_ta[i + 1], init_gain=math.sqrt(2.0))
+            MNestedLinear(widths_s[i], widths_ta[i], widths_s[i + 1], widths_ta[i + 1], init_gain=math.sqrt(2.0), fan=fan)
             for i in range(len(hidden_ta))
         )
         self.extra = nn.ModuleList(ResidualBlock(widths_ta[-1]) for _ in range(extra_blocks))
-        self.out_layer = MNestedLinear(widths_s[-1], widths_ta[-1], out, out)
+        self.out_layer = MNestedLinear(widths_s[-1], widths_ta[-1], out, out, fan=fan)
 
     def forward_at(self, x: torch.Tensor, hidden: Sequence[int], extra: Sequence[int]) -> torch.Tensor:
         """x (B, M) -> (B, out) with hidden widths `hidden` and residual blocks `extra` (indices)."""

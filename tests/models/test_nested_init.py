@@ -1,0 +1,48 @@
+"""`model.ta_init`: the fan-in of the nested (shared) dense weights. The default `nested`
+(sqrt(M_S M_TA)) starts the TA above a standalone TA's scale; `ta_fan` starts it exactly there."""
+
+import math
+
+import pytest
+import torch
+
+from recsys_matta.models.matta import MatTAModel
+from recsys_matta.modules import MNestedLinear
+from tests.models.tiny import TINY_CFG, TINY_SPEC
+
+
+@pytest.mark.parametrize("fan, expected", [("student", 64), ("ta", 256), ("geometric", math.sqrt(64 * 256))])
+def test_fan_in_of_a_shared_weight(fan, expected):
+    torch.manual_seed(0)
+    m = MNestedLinear(64, 256, 128, 512, init_gain=2.0, fan=fan)
+    assert float(m.weight.std()) == pytest.approx(2.0 / math.sqrt(expected), rel=0.02)
+    assert torch.all(m.bias == 0)
+    unshared = MNestedLinear(64, 256, 128, 512, share_params=False, init_gain=2.0, fan="student")
+    assert float(unshared.weight.std()) == pytest.approx(2.0 / 16.0, rel=0.02)  # its own fan-in
+
+
+def _std(m: MatTAModel, name: str) -> float:
+    return float(dict(m.named_parameters())[name].std())
+
+
+def test_ta_fan_starts_the_ta_as_a_standalone_ta():
+    cfg = TINY_CFG.model_copy(update={"mlp_student": [32, 16], "mlp_ta": [128, 64]})
+    name = "tower.mlp.layers.1.weight"  # (64, 128), Student block (16, 32)
+    std = {}
+    for mode in ("nested", "ta_fan", "student_fan"):
+        torch.manual_seed(0)
+        std[mode] = _std(MatTAModel(TINY_SPEC, cfg.model_copy(update={"ta_init": mode})), name)
+    gain = math.sqrt(2.0)
+    assert std["nested"] == pytest.approx(gain / math.sqrt(math.sqrt(32 * 128)), rel=0.05)
+    assert std["ta_fan"] == pytest.approx(gain / math.sqrt(128), rel=0.05)
+    assert std["student_fan"] == pytest.approx(gain / math.sqrt(32), rel=0.05)
+    torch.manual_seed(0)
+    alone = MatTAModel(TINY_SPEC, cfg, ta_alone=True)  # the TA architecture built alone
+    assert _std(alone, name) == pytest.approx(std["ta_fan"], rel=0.05)
+    torch.manual_seed(0)
+    m = MatTAModel(TINY_SPEC, cfg.model_copy(update={"ta_init": "ta_fan"}))
+    # TA-only blocks keep their identity start (zero output weights) whatever the mode
+    assert torch.all(m.tower.mlp.extra[0].fc2.weight == 0) and torch.all(m.tower.gau[0].to_out.weight == 0)
+    unshared = MatTAModel(TINY_SPEC, cfg.model_copy(update={"ta_init": "ta_fan", "share_params": False}))
+    assert _std(unshared, name) == pytest.approx(std["ta_fan"], rel=0.05)  # the TA tower follows it
+    assert _std(unshared, "student_tower.mlp.layers.1.weight") == pytest.approx(gain / math.sqrt(32), rel=0.1)
