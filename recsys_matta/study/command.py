@@ -194,6 +194,7 @@ def _preconditioner(job: Job, spec, out: Path, figures: dict, echo: Echo) -> dic
         "day": info["day"],
         "layer": info["layer"],
         "shape": list(info["shape"]),
+        "block": list(info["block"]),
         "student_block": [n_out, n_in],
         "left_block_share": block_share(left, n_out),
         "right_block_share": block_share(right, n_in),

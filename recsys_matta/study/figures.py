@@ -99,6 +99,7 @@ def preconditioner_factors(run_dir: Path, spec: FeatureSpec, cfg: RunConfig) -> 
         "day": day,
         "layer": name,
         "shape": tuple(layer.weight.shape),
+        "block": None if factors is None else (factors[0].shape[0], factors[1].shape[0]),
         "student_block": (layer.out_student, layer.in_student),
         "factors": None if factors is None else [f.double().numpy() for f in factors],
     }
@@ -128,7 +129,11 @@ def plot_preconditioner(info: dict, path: Path) -> Path:
         ax.add_patch(Rectangle((-0.5, -0.5), n, n, fill=False, edgecolor="red", linewidth=1.5))
         ax.set_title(f"{title}\n{mat.shape[0]}x{mat.shape[1]}, Student block {n}x{n}", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(f"Shampoo factors of {info['layer']} (weight {info['shape'][0]}x{info['shape'][1]}) after {info['day']}")
+    block = info.get("block") or info["shape"]
+    fig.suptitle(
+        f"Shampoo factors of {info['layer']} (weight {info['shape'][0]}x{info['shape'][1]}, "
+        f"first block {block[0]}x{block[1]}) after {info['day']}"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

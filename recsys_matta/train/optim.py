@@ -102,8 +102,9 @@ class Shampoo:
             self.graft.load_state_dict(state["graft"])
 
     def preconditioner_factors(self, param: nn.Parameter) -> list[torch.Tensor] | None:
-        """Shampoo's Kronecker factors [L (out x out), R (in x in)] of a 2-D weight, or None
-        before the first preconditioning step (for the paper's Figure 4 heatmap)."""
+        """Shampoo's Kronecker factors [L (out x out), R (in x in)] of a 2-D weight's first block
+        (the whole weight when it fits `max_preconditioner_dim`), or None before the first
+        preconditioning step (for the paper's Figure 4 heatmap)."""
         if isinstance(self.soap, BlockSOAP):
             return self.soap.factors(param)
         state = self.soap.state.get(param)

@@ -185,13 +185,11 @@ class BlockSOAP:
             self.adam.load_state_dict(state["adam"])
 
     def factors(self, param: nn.Parameter) -> list[Tensor] | None:
-        """[L (m x m), R (n x n)] of a weight that is one block, else None (also before the
-        first step)."""
+        """[L (r x r), R (c x c)] of the weight's first block (rows and columns from 0: all of
+        the weight when it fits one block), or None before the first step."""
         for g in self.groups:
             for i, b in enumerate(g.blocks):
-                if b.param is param and g.state:
-                    if (b.rows.stop - b.rows.start, b.cols.stop - b.cols.start) != tuple(param.shape):
-                        return None
+                if b.param is param and b.rows.start == 0 and b.cols.start == 0 and g.state:
                     return [g.state["L"][i].clone(), g.state["R"][i].clone()]
         return None
 
