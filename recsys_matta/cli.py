@@ -196,8 +196,8 @@ def extract(
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("demo_run"), help="Where data, checkpoints and mlflow.db go"),
-    days: int = typer.Option(4, min=2, help="Synthetic days (the last one is held out for the gate)"),
-    rows_per_day: int = typer.Option(20000, min=1000, help="Rows per synthetic day"),
+    days: int = typer.Option(6, min=2, help="Synthetic days (the last one is held out for the gate)"),
+    rows_per_day: int = typer.Option(50000, min=1000, help="Rows per synthetic day"),
     seed: int = typer.Option(0),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:

@@ -197,7 +197,10 @@ class DayReader:
         for d in wanted:
             parse_day(d, self.spec)
             if d not in have:
-                raise DataError(f"day {d} not found under {self.root}")
+                raise DataError(
+                    f"day {d} not found under {self.root} (no folder {day_dir(self.root, self.spec, d).name}); "
+                    "nothing is trained and the day is not marked finished"
+                )
         return sorted(set(wanted), key=lambda d: parse_day(d, self.spec))
 
     def _folder(self, day: str) -> Path:

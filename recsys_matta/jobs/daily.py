@@ -82,11 +82,18 @@ def gate_candidate(
     name = cfg.registered_model
     label = cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
     cand, champ = alias_version(name, CANDIDATE), champion_version(name)
-    if cand is None or cand == champ:
-        return None
+
+    def skip(why: str) -> None:
+        if console is not None:
+            console.print(f"[bold]gate[/bold] {name} on {day}: nothing to judge ({why})")
+
+    if cand is None:
+        return skip("no candidate registered yet")
+    if cand == champ:
+        return skip(f"the candidate v{cand} is the champion already")
     tags = version_info(name, cand)["tags"]
     if "gate.day" in tags:
-        return None
+        return skip(f"the candidate v{cand} was judged on {tags['gate.day']} already")
     trained = tags.get("day")
     if trained is None or parse_day(trained, spec) >= parse_day(day, spec):
         log.warning("gate: %s v%d was trained through %s; it cannot be judged on %s", name, cand, trained, day)

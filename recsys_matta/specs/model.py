@@ -30,11 +30,12 @@ class ModelConfig(BaseModel):
         share_params: M-nesting on (Student weights are slices of TA weights). Off gives
             separate Student and TA weights (paper Table 4 ablation).
         pooling: pooling of multi-valued embedding bags.
-        ta_init: fan-in of the nested (shared) dense weights, N(0, gain^2 / fan_in): `nested`
-            sqrt(M_S M_TA) (neither model at its standalone scale: the TA starts 1.2-1.4x per
-            layer above a standalone TA), `ta_fan` M_TA (the TA starts as a standalone TA, the
-            Student block smaller), `student_fan` M_S (the Student starts as a standalone
-            Student). A separate (unshared) TA tower follows it too; the Student's does not.
+        ta_init: fan-in of the nested (shared) dense weights, N(0, gain^2 / fan_in): `ta_fan`
+            (default) M_TA: the TA starts as a standalone TA would, the Student block smaller;
+            `nested` sqrt(M_S M_TA) (the earlier default: the TA starts 1.2-1.4x per layer above
+            a standalone TA, which costs the TA inside MatTA its lead; docs/results.md);
+            `student_fan` M_S (the Student starts as a standalone Student). A separate (unshared)
+            TA tower follows it too; the Student's does not.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +53,7 @@ class ModelConfig(BaseModel):
     ta_extra_mlp_blocks: int = Field(1, ge=0)
     share_params: bool = True
     pooling: Literal["sum", "mean"] = "mean"
-    ta_init: Literal["nested", "ta_fan", "student_fan"] = "nested"
+    ta_init: Literal["nested", "ta_fan", "student_fan"] = "ta_fan"
 
     @model_validator(mode="after")
     def _nested(self) -> "ModelConfig":

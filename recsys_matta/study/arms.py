@@ -7,6 +7,8 @@
     matta_adam             MatTA, optim.dense=adam (optim.lr = the Adam lr)
     matta_shampoo          MatTA, optim.dense=shampoo (Student and TA reported)
     matta_shampoo_noshare  MatTA, optim.dense=shampoo model.share_params=false
+    matta_shampoo_nested_init  MatTA, optim.dense=shampoo model.ta_init=nested (the earlier
+                           init of the shared weights, issue 12's ablation)
     ta_alone               the TA architecture alone (ta_alone=true), optim.dense=shampoo: the
                            TA-sized reference the MatTA TA is compared with
 
@@ -61,6 +63,12 @@ ARMS: tuple[Arm, ...] = (
         "matta_shampoo_noshare",
         "MatTA w/ Shampoo, no parameter sharing",
         ("student_only=false", "optim.dense=shampoo", "model.share_params=false"),
+        ("student", "ta"),
+    ),
+    Arm(
+        "matta_shampoo_nested_init",
+        "MatTA w/ Shampoo, nested init (fan sqrt(M_S M_TA))",
+        ("student_only=false", "optim.dense=shampoo", "model.ta_init=nested"),
         ("student", "ta"),
     ),
     Arm("ta_alone", "TA alone (TA architecture, Shampoo)", ("ta_alone=true", "optim.dense=shampoo"), ("ta",), ("student",)),

@@ -14,6 +14,8 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from recsys_matta.errors import UserError
 from recsys_matta.study.arms import ARM_BY_NAME, BASELINE, BASELINE_TITLE
 from recsys_matta.study.results import json_safe
@@ -88,6 +90,60 @@ def table4(results: dict) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+# (row label, arm A, model A, arm B, model B): "A vs B", paired by seed (issue 12's criteria)
+COMPARISONS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("MatTA w/ Shampoo Student vs Shampoo-only Student", "matta_shampoo", "student", "shampoo_only", "student"),
+    ("MatTA w/ Shampoo Student vs baseline", "matta_shampoo", "student", BASELINE, "student"),
+    ("MatTA w/o Shampoo Student vs baseline", "matta_adam", "student", BASELINE, "student"),
+    ("MatTA w/ Shampoo TA vs TA alone", "matta_shampoo", "ta", "ta_alone", "ta"),
+    ("MatTA w/ Shampoo TA vs its Student", "matta_shampoo", "ta", "matta_shampoo", "student"),
+    ("TA alone vs Shampoo-only Student", "ta_alone", "ta", "shampoo_only", "student"),
+    ("nested init: Student vs MatTA w/ Shampoo Student", "matta_shampoo_nested_init", "student", "matta_shampoo", "student"),
+    ("nested init: TA vs TA alone", "matta_shampoo_nested_init", "ta", "ta_alone", "ta"),
+)
+
+
+def compare(a: dict, b: dict) -> dict | None:
+    """A vs B over the seeds both have: mean AucLoss difference A - B, the mean and sample std of
+    the per-seed relative differences (A_s - B_s) / B_s, and `sigmas` = (mean_B - mean_A) /
+    max(std_A, std_B) (> 2: A better than B by more than 2 standard deviations of either arm)."""
+    sa = dict(zip(a.get("seeds", []), a.get("auc_loss_per_seed", [])))
+    sb = dict(zip(b.get("seeds", []), b.get("auc_loss_per_seed", [])))
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        return None
+    va, vb = np.array([sa[s] for s in seeds]), np.array([sb[s] for s in seeds])
+    rel = (va - vb) / vb
+    std = max(float(va.std(ddof=1)), float(vb.std(ddof=1))) if len(seeds) > 1 else math.nan
+    return {
+        "seeds": seeds,
+        "diff": float(va.mean() - vb.mean()),
+        "rel_mean": float(rel.mean()),
+        "rel_std": float(rel.std(ddof=1)) if len(seeds) > 1 else math.nan,
+        "a_better_seeds": int((va < vb).sum()),
+        "sigmas": float((vb.mean() - va.mean()) / std) if std > 0 else math.nan,
+    }
+
+
+def comparisons_table(results: dict) -> str | None:
+    """The paired comparisons of COMPARISONS whose arms are in `results`."""
+    lines = [
+        "| Comparison (A vs B) | A − B AucLoss | (A − B) / B per seed (mean ± std) | A better in | (B − A) / max std |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for title, arm_a, model_a, arm_b, model_b in COMPARISONS:
+        a, b = results.get(arm_a, {}).get(model_a), results.get(arm_b, {}).get(model_b)
+        c = None if a is None or b is None else compare(a, b)
+        if c is None:
+            continue
+        sig = "–" if not math.isfinite(c["sigmas"]) else f"{c['sigmas']:+.2f}"
+        lines.append(
+            f"| {title} | {c['diff']:+.5f} | {_pct(c['rel_mean'], c['rel_std'])} | "
+            f"{c['a_better_seeds']} of {len(c['seeds'])} seeds | {sig} |"
+        )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else None
+
+
 def _range(days: list[str]) -> str:
     return "–" if not days else days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
 
@@ -106,6 +162,11 @@ def section(name: str, results: dict, meta: dict, figures: dict[str, str], tunin
     out += ["", "### AucLoss by arm (Table 3 shape)", "",
             "Per seed: mean AucLoss over the scored days; relative improvement = (arm − baseline) / baseline "
             "of the same seed (negative is better); mean ± sample std over seeds.", "", table3(results)]  # fmt: skip
+    paired = comparisons_table(results)
+    if paired:
+        out += ["### Paired comparisons", "",
+                "Per seed A and B are the same seed's scores; the last column is the difference of the "
+                "means in units of the larger of the two arms' standard deviations over seeds.", "", paired]  # fmt: skip
     t4 = table4(results)
     if t4:
         out += ["### Parameter sharing (Table 4 shape)", "", t4]

@@ -72,10 +72,15 @@ def test_delayed_gate_judges_yesterdays_candidate_on_todays_data(synthetic_root,
     from recsys_matta.tracking.tracker import configure_mlflow
 
     data, work = tmp_path / "data", tmp_path / "run"
+    outs = []
     for day in DAYS:
         _land(synthetic_root, data, day)
         code, out, err = _daily(capsys, data, work, day, *QUIET)
         assert code == 0, err
+        outs.append(out)
+    # day 2: the only version is the champion, and the run says there is nothing to judge
+    assert f"gate matta-student on {DAYS[1]}: nothing to judge (the candidate v1 is the champion already)" in outs[1]
+    assert f"gate matta-student v2 (trained through {DAYS[1]}) on {DAYS[2]}: candidate AucLoss" in outs[2]
     c = _client(work)
     versions = {int(v.version): v for v in c.search_model_versions("name='matta-student'")}
     assert sorted(versions) == [1, 2, 3] and [versions[v].tags["day"] for v in (1, 2, 3)] == DAYS
@@ -140,7 +145,12 @@ def test_an_empty_day_fails_and_trains_when_its_data_lands(synthetic_root, tmp_p
         f.unlink()  # no file at all
     code, _, err = _daily(capsys, data, work, DAYS[0], *NO_REGISTRY)
     assert code == 2 and "no rows" in err
+    folder.rmdir()  # no folder for the day
+    code, _, err = _daily(capsys, data, work, DAYS[0], *NO_REGISTRY)
+    assert code == 2 and f"day {DAYS[0]} not found under {data} (no folder {folder.name})" in err
+    assert "not marked finished" in err and "Traceback" not in err
     assert not list_checkpoints(work / "checkpoints") and _done(work) == []
+    folder.mkdir()
     _rewrite(folder, full)
     code, out, err = _daily(capsys, data, work, DAYS[0], *NO_REGISTRY)
     assert code == 0 and "already finished" not in out and _done(work) == [DAYS[0]]

@@ -1,5 +1,5 @@
-"""`model.ta_init`: the fan-in of the nested (shared) dense weights. The default `nested`
-(sqrt(M_S M_TA)) starts the TA above a standalone TA's scale; `ta_fan` starts it exactly there."""
+"""`model.ta_init`: the fan-in of the nested (shared) dense weights. The default `ta_fan` starts the
+TA exactly as a standalone TA would start; the earlier `nested` (sqrt(M_S M_TA)) starts it above."""
 
 import math
 

@@ -24,7 +24,7 @@ def test_every_arm_and_seed_gets_its_configuration(tmp_path):
     assert [(j.arm, j.seed) for j in jobs[:4]] == [
         ("matta_shampoo", 0), ("shampoo_only", 0), ("matta_adam", 0), ("matta_shampoo_noshare", 0)
     ]
-    assert len(jobs) == 10 and all(j.days == tuple(DAYS) for j in jobs)
+    assert len(jobs) == 12 and all(j.days == tuple(DAYS) for j in jobs)
     assert jobs[0].workdir.endswith("study/runs/matta_shampoo/seed0")
     c = _cfgs(s)
     host = c[("matta_shampoo", 1)]
@@ -40,6 +40,8 @@ def test_every_arm_and_seed_gets_its_configuration(tmp_path):
     assert adam.loss.w_distill == 0.5 and host.loss.w_distill == 1.0  # arm-only override
     ns = c[("matta_shampoo_noshare", 0)]
     assert not ns.model.share_params and ns.optim.dense == "shampoo" and not ns.baseline.enabled
+    ni = c[("matta_shampoo_nested_init", 0)]
+    assert ni.model.ta_init == "nested" and host.model.ta_init == "ta_fan" and ni.optim.dense == "shampoo"
     ta = c[("ta_alone", 1)]
     assert ta.ta_alone and not ta.student_only and ta.optim.dense == "shampoo" and not ta.baseline.enabled
 

@@ -5,7 +5,17 @@ import json
 import pytest
 
 from recsys_matta.errors import UserError
-from recsys_matta.study.report import BEGIN, END, merge_studies, parse_datasets, table3, table4, write_generated
+from recsys_matta.study.report import (
+    BEGIN,
+    END,
+    compare,
+    comparisons_table,
+    merge_studies,
+    parse_datasets,
+    table3,
+    table4,
+    write_generated,
+)
 
 STATS = {"auc_loss_mean": 0.4, "auc_loss_std": 0.01, "rel_improvement_mean": -0.05, "rel_improvement_std": 0.002, "seeds": [0, 1]}
 RESULTS = {
@@ -68,3 +78,20 @@ def test_merge_copies_figures_and_writes_json(tmp_path):
     assert "### Search and budget" in md and "Searched 12 configs in 40 minutes." in md
     with pytest.raises(UserError, match="no results.json"):
         merge_studies({"x": tmp_path / "nothing"}, docs)
+
+
+def test_paired_comparisons_by_seed():
+    a = {"seeds": [0, 1, 2], "auc_loss_per_seed": [0.20, 0.21, 0.19]}
+    b = {"seeds": [0, 1, 2, 3], "auc_loss_per_seed": [0.25, 0.24, 0.26, 0.10]}  # seed 3: A lacks it
+    c = compare(a, b)
+    assert c["seeds"] == [0, 1, 2] and c["a_better_seeds"] == 3
+    assert c["diff"] == pytest.approx(0.20 - 0.25)
+    rel = [(0.20 - 0.25) / 0.25, (0.21 - 0.24) / 0.24, (0.19 - 0.26) / 0.26]
+    assert c["rel_mean"] == pytest.approx(sum(rel) / 3)
+    assert c["sigmas"] == pytest.approx(0.05 / 0.01)  # both arms have sample std 0.01
+    assert compare(a, {"seeds": [5], "auc_loss_per_seed": [0.3]}) is None
+    res = {"matta_shampoo": {"student": a}, "shampoo_only": {"student": b}}
+    lines = comparisons_table(res).splitlines()
+    assert len(lines) == 3
+    assert lines[2] == "| MatTA w/ Shampoo Student vs Shampoo-only Student | -0.05000 | -19.81% ± 7.21% | 3 of 3 seeds | +5.00 |"
+    assert comparisons_table({"matta_shampoo": {"student": a}}) is None
