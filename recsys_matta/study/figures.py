@@ -27,6 +27,8 @@ _ARM_COLORS = {
     "matta_adam": "tab:orange",
     "matta_shampoo": "tab:blue",
     "matta_shampoo_noshare": "tab:purple",
+    "matta_shampoo_nested_init": "tab:red",
+    "ta_alone": "tab:brown",
 }
 
 

@@ -74,7 +74,7 @@ def table3(results: dict, metric: str = "auc_loss") -> str:
 def table4(results: dict) -> str | None:
     """Parameter sharing on (matta_shampoo) vs off (matta_shampoo_noshare), Student and TA."""
     rows = [("Shared (M-nested, Θ ⊂ Φ)", "matta_shampoo"), ("Not shared", "matta_shampoo_noshare")]
-    if not any(arm in results for _, arm in rows):
+    if not all(arm in results for _, arm in rows):
         return None
     lines = [
         "| Parameter sharing | Student AucLoss | Student rel. impr. | TA AucLoss | TA rel. impr. |",

@@ -39,6 +39,7 @@ def test_table4_shared_vs_not_shared():
     assert lines[2].startswith("| Shared (M-nested") and "0.38000 ± 0.01000" in lines[2]
     assert lines[3].startswith("| Not shared | 0.40000 | -5.00% ± 0.20% | – | – |")
     assert table4({"baseline": RESULTS["baseline"]}) is None
+    assert table4({k: RESULTS[k] for k in ("baseline", "matta_shampoo")}) is None  # nothing to compare with
 
 
 def test_generated_block_keeps_hand_written_text(tmp_path):
