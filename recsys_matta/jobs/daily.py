@@ -197,6 +197,7 @@ def run_daily(
                 if console is not None and ctx.is_main:
                     console.print(f"{day}: already finished in {workdir}; nothing to do (use --force to redo)")
                 continue
+            trainer.preflight(day)  # a bad day fails before the gate scores anything on it
             if cfg.daily.register_student and ctx.is_main:
                 decision = gate_candidate(spec, cfg, Path(data), day, tracker, len(trainer.done_days), console)
                 if decision is not None:

@@ -247,6 +247,13 @@ class OnlineTrainer:
                 f"in order: run them first (--days {skipped[0]}..{day})"
             )
 
+    def preflight(self, day: str) -> None:
+        """The checks of a new `day` that need no data pass (no skipped day before it, rows, column
+        types), for a job to run before anything else reads the day (the daily job's gate)."""
+        if self.done_days and self._day_key(day) > self._day_key(self.done_days[-1]):
+            self._check_no_gap(day)
+        self.check_day(day)
+
     def check_day(self, day: str) -> dict[str, str]:
         """The checks that need no data pass: rows and column types (DayDataError)."""
         kinds = self.reader.column_kinds(day)

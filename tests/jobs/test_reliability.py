@@ -271,3 +271,20 @@ def test_matta_serve_without_a_champion_is_one_clear_line(tmp_path, capsys):
         main(["serve", "--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "has no version with alias 'champion'" in err and "Traceback" not in err
+
+
+def test_a_failing_day_fails_before_the_gate_judges_on_it(synthetic_root, tmp_path, capsys):
+    data, work = tmp_path / "data", tmp_path / "run"
+    for day in DAYS[:2]:
+        _land(synthetic_root, data, day)
+        assert _daily(capsys, data, work, day, *QUIET)[0] == 0  # v1 champion, v2 candidate
+    folder = _land(synthetic_root, data, DAYS[2])
+    t = _table(folder)
+    ids = pc.cast(t["user_id"], pa.string())
+    _rewrite(folder, t.set_column(t.schema.get_field_index("user_id"), "user_id", ids))
+    code, out, err = _daily(capsys, data, work, DAYS[2], *QUIET)
+    assert code == 2 and "column 'user_id' was integer" in err
+    assert "gate matta-student" not in out  # nothing was scored on the day that failed
+    c = _client(work)
+    assert "gate.day" not in c.get_model_version("matta-student", "2").tags  # v2 still waits
+    assert int(c.get_model_version_by_alias("matta-student", "champion").version) == 1
