@@ -328,6 +328,18 @@ def _labels(
 # --------------------------------------------------------------------------------------------
 
 
+def label_counts(spec: FeatureSpec, table: pa.Table, source: str, on_invalid: OnInvalid | None = None) -> ReadCounts:
+    """The label check of `encode_table` alone, on a table of (at least) the label columns: the
+    counts it records (rows read / kept, label null / out of range, dropped by file)."""
+    cols = {col: table.column(col).combine_chunks() for col, _ in label_columns(spec)}
+    counts = ReadCounts(rows_read=table.num_rows)
+    _, keep = _labels(spec, cols, source, on_invalid or spec.labels.on_invalid, counts)
+    counts.rows_kept = table.num_rows if keep is None else int(keep.sum())
+    if counts.dropped:
+        counts.dropped_by_file[source] = counts.dropped
+    return counts
+
+
 def _as_record_batch(table: pa.Table | pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
     """A RecordBatch with the needed columns (a chunked Table's columns are combined)."""
     if isinstance(table, pa.RecordBatch):

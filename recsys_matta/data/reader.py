@@ -41,9 +41,11 @@ from recsys_matta.data.encode import (
     check_schema,
     column_kinds,
     encode_table,
+    label_columns,
     needed_columns,
     to_batch,
 )
+from recsys_matta.data.encode import label_counts as scan_labels
 from recsys_matta.data.partitions import day_dir, list_days, parse_day
 from recsys_matta.errors import DataError
 from recsys_matta.specs import FeatureSpec
@@ -247,6 +249,15 @@ class DayReader:
     def num_rows(self, day: str) -> int:
         """Rows of the whole day (all ranks), from the Parquet metadata; no data is read."""
         return sum(sum(rgs) for _, rgs in self._metadata(day))
+
+    def label_counts(self, day: str) -> ReadCounts:
+        """The label counts of the whole day (all ranks), from its label columns alone: what the
+        loss budget needs before the day's data pass."""
+        total = ReadCounts()
+        for path in _day_files(self._folder(day)):
+            cols = [c for c, _ in label_columns(self.spec)]
+            total = total + scan_labels(self.spec, pq.read_table(path, columns=cols), str(path), self.on_invalid)
+        return total
 
     def counts(self, day: str) -> ReadCounts:
         """This rank's counts for `day`, available once `iter_day(day)` has been exhausted."""

@@ -248,11 +248,12 @@ class OnlineTrainer:
             )
 
     def preflight(self, day: str) -> None:
-        """The checks of a new `day` that need no data pass (no skipped day before it, rows, column
-        types), for a job to run before anything else reads the day (the daily job's gate)."""
+        """The checks of a new `day` before anything else reads it (the daily job's gate): no
+        skipped day before it, rows, column types, and the loss budget from its label columns."""
         if self.done_days and self._day_key(day) > self._day_key(self.done_days[-1]):
             self._check_no_gap(day)
         self.check_day(day)
+        check_counts(self.reader.label_counts(day), day, self.cfg.data)
 
     def check_day(self, day: str) -> dict[str, str]:
         """The checks that need no data pass: rows and column types (DayDataError)."""

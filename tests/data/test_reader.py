@@ -219,6 +219,11 @@ def test_label_drops_are_counted_per_day(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"part-0\.parquet: column 't' \(teacher label\): row 1"):
         list(DayReader(SPEC, tmp_path, 4, label_check="fail").iter_day(DAY))
+    pq.write_table(rows_table(6, 3), folder / "part-1.parquet")  # a clean second file
+    reader = DayReader(SPEC, tmp_path, 4, rank=1, world_size=2)  # the whole day, whatever the rank
+    pre = reader.label_counts(DAY)  # from the label columns alone, before any data pass
+    assert (pre.rows_read, pre.rows_kept, pre.label_null, pre.label_out_of_range) == (9, 7, {"t": 1}, {"t": 1})
+    assert pre.dropped_by_file == {str(folder / "part-0.parquet"): 2}
 
 
 def read_batch_rids(reader: DayReader):

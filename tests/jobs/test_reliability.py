@@ -273,17 +273,24 @@ def test_matta_serve_without_a_champion_is_one_clear_line(tmp_path, capsys):
     assert e.value.code == 2 and "has no version with alias 'champion'" in err and "Traceback" not in err
 
 
-def test_a_failing_day_fails_before_the_gate_judges_on_it(synthetic_root, tmp_path, capsys):
+@pytest.mark.parametrize("fault", ["id_type", "null_labels"])
+def test_a_failing_day_fails_before_the_gate_judges_on_it(synthetic_root, tmp_path, capsys, fault):
     data, work = tmp_path / "data", tmp_path / "run"
     for day in DAYS[:2]:
         _land(synthetic_root, data, day)
         assert _daily(capsys, data, work, day, *QUIET)[0] == 0  # v1 champion, v2 candidate
     folder = _land(synthetic_root, data, DAYS[2])
     t = _table(folder)
-    ids = pc.cast(t["user_id"], pa.string())
-    _rewrite(folder, t.set_column(t.schema.get_field_index("user_id"), "user_id", ids))
+    if fault == "id_type":
+        col, values, expected = "user_id", pc.cast(t["user_id"], pa.string()), "column 'user_id' was integer"
+    else:
+        n = t.num_rows // 5
+        mask = pa.array([i < n for i in range(t.num_rows)])
+        col, values = "teacher_prob", pc.if_else(mask, pa.scalar(None, pa.float64()), t["teacher_prob"])
+        expected = f"column 'teacher_prob': {n} null, 0 out of range"
+    _rewrite(folder, t.set_column(t.schema.get_field_index(col), col, values))
     code, out, err = _daily(capsys, data, work, DAYS[2], *QUIET)
-    assert code == 2 and "column 'user_id' was integer" in err
+    assert code == 2 and expected in err, err
     assert "gate matta-student" not in out  # nothing was scored on the day that failed
     c = _client(work)
     assert "gate.day" not in c.get_model_version("matta-student", "2").tags  # v2 still waits
