@@ -21,11 +21,8 @@ from recsys_matta.data.batch import Batch
 from recsys_matta.models.choice import Choice, student_choice, ta_choice
 from recsys_matta.models.embedding import PooledTokens, build_ebc
 from recsys_matta.models.tower import Tower, TowerDims, Widths
-from recsys_matta.modules.nested_linear import Fan
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.model import ModelConfig
-
-TA_INIT_FAN: dict[str, Fan] = {"nested": "geometric", "ta_fan": "ta", "student_fan": "student"}
 
 
 class MatTAModel(nn.Module):
@@ -66,7 +63,7 @@ class MatTAModel(nn.Module):
             self.tower = Tower(self.dims.student_only())
             self.student_tower: Tower | None = None
         else:
-            self.tower = Tower(self.dims, fan=TA_INIT_FAN[cfg.ta_init])
+            self.tower = Tower(self.dims, fan=cfg.ta_init)
             self.student_tower = None if cfg.share_params else Tower(self.dims.student_only())
 
     def fresh(self, ebc_device: torch.device | str | None = None) -> "MatTAModel":

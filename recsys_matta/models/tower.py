@@ -184,7 +184,7 @@ class Tower(nn.Module):
         fan: fan-in rule of the nested (shared) weights (`MNestedLinear`).
     """
 
-    def __init__(self, dims: TowerDims, fan: Fan = "geometric") -> None:
+    def __init__(self, dims: TowerDims, fan: Fan = "nested") -> None:
         super().__init__()
         self.dims = dims
         (d_s, d_ta), n_tok = dims.d, dims.num_tokens

@@ -44,7 +44,7 @@ class NestedGAU(nn.Module):
     """
 
     def __init__(
-        self, d_student: int, d_ta: int, e_student: int, e_ta: int, s_student: int, s_ta: int, fan: Fan = "geometric"
+        self, d_student: int, d_ta: int, e_student: int, e_ta: int, s_student: int, s_ta: int, fan: Fan = "nested"
     ) -> None:
         super().__init__()
         self.d_student, self.d_ta = d_student, d_ta

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Fan = Literal["geometric", "ta", "student"]
+Fan = Literal["nested", "ta_fan", "student_fan"]  # = ModelConfig.ta_init
 
 
 def nested_normal_(weight: torch.Tensor, fan_in: float, gain: float = 1.0) -> torch.Tensor:
@@ -40,9 +40,9 @@ class MNestedLinear(nn.Module):
             (paper Table 4 ablation).
         init_gain: weights start as N(0, gain^2 / fan_in); biases start at 0. `init_gain=0`
             starts the weight at zero.
-        fan: the fan-in of a shared weight: `geometric` = sqrt(in_student * in_ta) (neither model
-            at its standalone scale), `ta` = in_ta (the TA starts as a standalone TA would, the
-            Student block smaller), `student` = in_student. Unshared weights use their own
+        fan: the fan-in of a shared weight: `nested` = sqrt(in_student * in_ta) (neither model
+            at its standalone scale), `ta_fan` = in_ta (the TA starts as a standalone TA would, the
+            Student block smaller), `student_fan` = in_student. Unshared weights use their own
             fan-in.
     """
 
@@ -54,7 +54,7 @@ class MNestedLinear(nn.Module):
         out_ta: int,
         share_params: bool = True,
         init_gain: float = 1.0,
-        fan: Fan = "geometric",
+        fan: Fan = "nested",
     ) -> None:
         super().__init__()
         if not (0 < in_student <= in_ta and 0 < out_student <= out_ta):
@@ -77,7 +77,7 @@ class MNestedLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        fans = {"geometric": math.sqrt(self.in_student * self.in_ta), "ta": self.in_ta, "student": self.in_student}
+        fans = {"nested": math.sqrt(self.in_student * self.in_ta), "ta_fan": self.in_ta, "student_fan": self.in_student}
         nested_normal_(self.weight, fans[self.fan] if self.share_params else self.in_ta, self.init_gain)
         nn.init.zeros_(self.bias)
         if self.student_weight is not None and self.student_bias is not None:

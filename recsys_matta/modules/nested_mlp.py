@@ -73,7 +73,7 @@ class NestedMLP(nn.Module):
         hidden_ta: Sequence[int],
         extra_blocks: int = 0,
         out: int = 1,
-        fan: Fan = "geometric",
+        fan: Fan = "nested",
     ) -> None:
         super().__init__()
         if len(hidden_student) != len(hidden_ta):

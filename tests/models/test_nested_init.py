@@ -11,13 +11,13 @@ from recsys_matta.modules import MNestedLinear
 from tests.models.tiny import TINY_CFG, TINY_SPEC
 
 
-@pytest.mark.parametrize("fan, expected", [("student", 64), ("ta", 256), ("geometric", math.sqrt(64 * 256))])
+@pytest.mark.parametrize("fan, expected", [("student_fan", 64), ("ta_fan", 256), ("nested", math.sqrt(64 * 256))])
 def test_fan_in_of_a_shared_weight(fan, expected):
     torch.manual_seed(0)
     m = MNestedLinear(64, 256, 128, 512, init_gain=2.0, fan=fan)
     assert float(m.weight.detach().std()) == pytest.approx(2.0 / math.sqrt(expected), rel=0.02)
     assert torch.all(m.bias == 0)
-    unshared = MNestedLinear(64, 256, 128, 512, share_params=False, init_gain=2.0, fan="student")
+    unshared = MNestedLinear(64, 256, 128, 512, share_params=False, init_gain=2.0, fan="student_fan")
     assert float(unshared.weight.detach().std()) == pytest.approx(2.0 / 16.0, rel=0.02)  # its own fan-in
 
 
