@@ -253,9 +253,8 @@ class DayReader:
     def label_counts(self, day: str) -> ReadCounts:
         """The label counts of the whole day (all ranks), from its label columns alone: what the
         loss budget needs before the day's data pass."""
-        total = ReadCounts()
+        total, cols = ReadCounts(), [c for c, _ in label_columns(self.spec)]
         for path in _day_files(self._folder(day)):
-            cols = [c for c, _ in label_columns(self.spec)]
             total = total + scan_labels(self.spec, pq.read_table(path, columns=cols), str(path), self.on_invalid)
         return total
 

@@ -2,9 +2,9 @@
 
     for day in days (chronological):
         skip it if finished (unless --force: restore the state before it)
-        check the day's data            # rows, column types vs the first day (data/quality.py)
+        check the day's data            # rows, column types vs the first day, loss budget of
+                                        # dropped rows from the label columns (data/quality.py)
         record = evaluate(day)          # progressive validation: before training on the day
-        check the day's counts          # loss budget for dropped rows
         train(day)                      # one pass, through the engine's TrainStep
         checkpoint(day)                 # atomic; then metrics.jsonl and the sinks
 
@@ -249,17 +249,18 @@ class OnlineTrainer:
 
     def preflight(self, day: str) -> None:
         """The checks of a new `day` before anything else reads it (the daily job's gate): no
-        skipped day before it, rows, column types, and the loss budget from its label columns."""
+        skipped day before it, and `check_day`."""
         if self.done_days and self._day_key(day) > self._day_key(self.done_days[-1]):
             self._check_no_gap(day)
         self.check_day(day)
-        check_counts(self.reader.label_counts(day), day, self.cfg.data)
 
     def check_day(self, day: str) -> dict[str, str]:
-        """The checks that need no data pass: rows and column types (DayDataError)."""
+        """The checks that need no pass over the features (DayDataError): rows, column types,
+        and the loss budget counted from the label columns alone."""
         kinds = self.reader.column_kinds(day)
         check_drift(self.schema, kinds, day)
         check_has_rows(self.reader.num_rows(day), day, day_dir(self.data_root, self.spec, day))
+        check_counts(self.reader.label_counts(day), day, self.cfg.data)
         return kinds
 
     def run_day(self, day: str) -> DayRecord:
@@ -271,7 +272,6 @@ class OnlineTrainer:
         counts = self.eval_reader.counts(day)  # the eval pass always reads the whole day
         if self.ctx.distributed:  # every rank's rows
             counts = sum(self.ctx.all_gather_object(counts), ReadCounts())
-        check_counts(counts, day, self.cfg.data)
         t1 = time.perf_counter()
         losses = self.train_day(day)
         t_train = time.perf_counter() - t1

@@ -100,6 +100,9 @@ class _UnionReader:
     def column_kinds(self, day: str) -> dict[str, str]:
         return self.parts[0].column_kinds(day)
 
+    def label_counts(self, day: str) -> ReadCounts:
+        return self.parts[0].label_counts(day)  # the whole day, whatever the rank
+
     def days(self) -> list[str]:
         return self.parts[0].days()
 
