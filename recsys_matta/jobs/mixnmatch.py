@@ -83,7 +83,7 @@ def mixnmatch_report(
             MixRow(
                 choice=name,
                 k=k,
-                flags=list(c.flags()),
+                flags=list(c.flags),
                 dense_params=n["dense"],
                 embedding_params=n["embedding"],
                 auc_loss=metrics[name].auc_loss,

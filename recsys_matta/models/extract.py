@@ -51,7 +51,8 @@ def extract(model: MatTAModel, choice: Choice) -> StandaloneModel:
         feature_tables=feature_tables,
         table_rows={t: tables[t].num_embeddings for t in order},
         pooling=model.cfg.pooling,
-        dims=tower.dims.fixed(w),
+        num_dense=len(spec.dense),
+        tower=tower.cfg.fixed(w),
         label=choice.label,
     )
     standalone.tower = tower.extract(w)

@@ -14,15 +14,17 @@ d_TA and exactly the TA's tower (its TA-only blocks included), trained alone; it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from recsys_matta.data.batch import Batch
 from recsys_matta.models.choice import Choice, student_choice, ta_choice
 from recsys_matta.models.embedding import PooledTokens, build_ebc
-from recsys_matta.models.tower import Tower, TowerDims, Widths
+from recsys_matta.models.tower import Tower
 from recsys_matta.specs import FeatureSpec
-from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.model import ModelConfig, Widths
 
 
 class MatTAModel(nn.Module):
@@ -30,7 +32,7 @@ class MatTAModel(nn.Module):
 
     Args:
         spec: the feature spec (sparse features -> tables and tokens, dense features -> tokens).
-        cfg: widths and depths of the Student and the TA.
+        cfg: the tower's nesting units (Student = narrow, TA = wide) and how they are shared.
         student_only: build only the Student (the production baseline); `forward` returns
             `(logit_student, None)`.
         ta_alone: build only the TA's architecture (the TA-sized reference); `forward` returns
@@ -50,21 +52,21 @@ class MatTAModel(nn.Module):
         super().__init__()
         self.spec, self.cfg, self.ta_alone = spec, cfg, ta_alone
         self.student_only = student_only or ta_alone
-        self.dims = TowerDims.from_config(len(spec.sparse), len(spec.dense), cfg)
-        self.embedding_dim = cfg.d_student if student_only and not ta_alone else cfg.d_ta
+        f, d = len(spec.sparse), len(spec.dense)
+        self.embedding_dim = cfg.d_model[0] if student_only and not ta_alone else cfg.d_model[1]
         self.ebc = build_ebc(spec, self.embedding_dim, cfg.pooling, ebc_device)
         self._pooled = PooledTokens(spec.sparse_names)
-        self._student_widths: Widths = self.dims.ta() if ta_alone else self.dims.student()
-        self._ta_widths: Widths = self.dims.ta()
-        if ta_alone:
-            self.tower = Tower(self.dims.fixed(self.dims.ta()))
-            self.student_tower = None
-        elif student_only:
-            self.tower = Tower(self.dims.student_only())
-            self.student_tower: Tower | None = None
-        else:
-            self.tower = Tower(self.dims, fan=cfg.ta_init)
-            self.student_tower = None if cfg.share_params else Tower(self.dims.student_only())
+        self.student_tower: Tower | None = None
+        if self.student_only:  # one fixed-width tower: the Student's or the TA's architecture
+            self.tower = Tower(f, d, cfg.fixed(cfg.ta() if ta_alone else cfg.student()))
+            self._student_widths = self._ta_widths = self.tower.cfg.ta()
+            return
+        self.tower = Tower(f, d, cfg, fan=cfg.ta_init)
+        self._student_widths: Widths = cfg.student()
+        self._ta_widths: Widths = cfg.ta()
+        if not cfg.share_params:
+            self.student_tower = Tower(f, d, cfg.fixed(cfg.student()))
+            self._student_widths = self.student_tower.cfg.ta()
 
     def fresh(self, ebc_device: torch.device | str | None = None) -> "MatTAModel":
         """A newly initialised model of the same architecture."""
@@ -81,19 +83,35 @@ class MatTAModel(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(logit_student (B,), logit_ta (B,) or None when student_only)`."""
+        logit_s, logit_ta, _ = self.forward_elastic(batch, ())
+        return logit_s, logit_ta
+
+    def forward_elastic(
+        self, batch: Batch, choices: Sequence[Choice]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """`(logit_student, logit_ta, [logits of each Mix'n'Match choice])`, all (B,), with the
+        tables run once (elastic training: recsys_matta.train.elastic)."""
         pooled = self.pooled(batch)  # (B, F, d)
-        logit_s = self._student_path().forward_at(pooled, batch.dense, self._student_widths)
+        dense = batch.dense
+        logit_s = self._student_path().forward_at(pooled, dense, self._student_widths)
         if self.student_only:
-            return logit_s, None
-        return logit_s, self.tower.forward_at(pooled, batch.dense, self._ta_widths)
+            if choices:
+                raise ValueError("a single-tower model has no Mix'n'Match sub-networks to train")
+            return logit_s, None, []
+        logit_ta = self.tower.forward_at(pooled, dense, self._ta_widths)
+        extra = []
+        for c in choices:
+            tower, w = self.tower_for(c)
+            extra.append(tower.forward_at(pooled, dense, w))
+        return logit_s, logit_ta, extra
 
     def tower_for(self, choice: Choice) -> tuple[Tower, Widths]:
-        """The tower that runs `choice` and its concrete widths (used by extraction)."""
+        """The tower that runs `choice` and its widths in that tower (used by extraction)."""
         if self.ta_alone:
             raise ValueError("a TA-alone model has one tower only; it has no Mix'n'Match sub-networks")
-        w = choice.widths(self.cfg)
+        choice.check(self.cfg)
         if choice == student_choice(self.cfg):
-            return self._student_path(), w
+            return self._student_path(), self._student_widths
         if self.student_only:
             raise ValueError(f"a student_only model has only the Student sub-network, not {choice.label}")
         if self.student_tower is not None and choice != ta_choice(self.cfg):
@@ -101,7 +119,7 @@ class MatTAModel(nn.Module):
                 f"Mix'n'Match needs share_params=True; without it only the Student and the TA exist "
                 f"(got {choice.label})"
             )
-        return self.tower, w
+        return self.tower, choice.widths(self.cfg)
 
     def forward_choice(self, batch: Batch, choice: Choice) -> torch.Tensor:
         """Logits (B,) of the Mix'n'Match sub-network `choice`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys_matta.models.tower import TowerDims
+from recsys_matta.models.tower import Tower
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.model import ModelConfig
 
@@ -15,11 +15,10 @@ def embedding_rows(spec: FeatureSpec) -> int:
 def param_counts(spec: FeatureSpec, cfg: ModelConfig) -> dict[str, int]:
     """Student counts exclude TA-only weights; embeddings are counted at the dims each model
     reads (rows x d_S, rows x d_TA)."""
-    dims = TowerDims.from_config(len(spec.sparse), len(spec.dense), cfg)
-    rows = embedding_rows(spec)
+    f, d, rows = len(spec.sparse), len(spec.dense), embedding_rows(spec)
     return {
-        "student_dense": dims.num_parameters(dims.student()),
-        "student_embedding": rows * cfg.d_student,
-        "ta_dense": dims.num_parameters(dims.ta()),
-        "ta_embedding": rows * cfg.d_ta,
+        "student_dense": Tower.count(f, d, cfg, cfg.student()),
+        "student_embedding": rows * cfg.d_model[0],
+        "ta_dense": Tower.count(f, d, cfg, cfg.ta()),
+        "ta_embedding": rows * cfg.d_model[1],
     }

@@ -9,9 +9,8 @@ TorchRec either:
     lengths (F * B,)  bag sizes, feature-major                 (= batch.sparse.lengths())
     dense   (B, D)    transformed dense features               (= batch.dense)
 
-Save with `save(path)` and load with `StandaloneModel.load(path)` (a plain dict of numbers and
-tensors: `torch.load(..., weights_only=True)` reads it), or pickle the whole module with
-`torch.save(model, path)`. `export(values, lengths, dense)` gives a `torch.export` program with
+Save with `save(path)` and load with `StandaloneModel.load(path)`: `to_dict()` is plain numbers,
+strings, lists and tensors (format `FORMAT`; `torch.load(..., weights_only=True)` reads it). `export(values, lengths, dense)` gives a `torch.export` program with
 dynamic batch size.
 """
 
@@ -22,7 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from recsys_matta.models.tower import Tower, TowerDims, Widths
+from recsys_matta.models.tower import Tower
+from recsys_matta.specs.model import TowerConfig, Widths
+
+# The serving artifact's format (`to_dict`); /2: the tower as a list of block configs.
+FORMAT = "recsys_matta.standalone/2"
 
 
 class StandaloneModel(nn.Module):
@@ -33,7 +36,8 @@ class StandaloneModel(nn.Module):
         feature_tables: the table of each feature.
         table_rows: rows of each table, in the order they are stacked.
         pooling: `mean` or `sum`.
-        dims: the tower's dims (narrow = wide: a fixed sub-network).
+        num_dense: D, dense feature tokens.
+        tower: the tower's config (narrow = wide: a fixed sub-network).
         label: human-readable name of the sub-network (e.g. the Choice label).
     """
 
@@ -43,19 +47,20 @@ class StandaloneModel(nn.Module):
         feature_tables: list[str],
         table_rows: dict[str, int],
         pooling: str,
-        dims: TowerDims,
+        num_dense: int,
+        tower: TowerConfig,
         label: str = "",
     ) -> None:
         super().__init__()
-        if dims.d[0] != dims.d[1]:
-            raise ValueError(f"a standalone tower has one width, got d={dims.d}")
+        if tower.student() != tower.ta():
+            raise ValueError(f"a standalone tower has one width per unit, got {tower}")
         self.feature_names, self.feature_tables = list(feature_names), list(feature_tables)
         self.table_rows, self.pooling, self.label = dict(table_rows), pooling, label
         starts, total = {}, 0
         for t, n in self.table_rows.items():
             starts[t] = total
             total += n
-        self.d = dims.d[0]
+        self.d = tower.d_model[0]
         self.embedding = nn.EmbeddingBag(total, self.d, mode=pooling, include_last_offset=True)
         self.register_buffer(
             "row_offsets", torch.tensor([starts[t] for t in self.feature_tables], dtype=torch.long)
@@ -63,8 +68,8 @@ class StandaloneModel(nn.Module):
         self.register_buffer(
             "table_sizes", torch.tensor([self.table_rows[t] for t in self.feature_tables], dtype=torch.long)
         )  # (F,)
-        self.tower = Tower(dims)
-        self.widths: Widths = dims.ta()
+        self.tower = Tower(len(self.feature_names), num_dense, tower)
+        self.widths: Widths = tower.ta()
 
     def pooled(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """KJT values / lengths -> pooled embeddings (B, F, d)."""
@@ -122,21 +127,27 @@ class StandaloneModel(nn.Module):
     def to_dict(self) -> dict:
         """Everything needed to rebuild the model: plain numbers, strings and tensors."""
         return {
-            "format": "recsys_matta.standalone/1",
+            "format": FORMAT,
             "feature_names": self.feature_names,
             "feature_tables": self.feature_tables,
             "table_rows": self.table_rows,
             "pooling": self.pooling,
             "label": self.label,
-            "dims": self.tower.dims.to_dict(),
+            "num_dense": self.tower.num_dense,
+            "tower": self.tower.cfg.model_dump(mode="json"),
             "state_dict": self.state_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "StandaloneModel":
+        if d.get("format") != FORMAT:
+            raise ValueError(
+                f"standalone model format {d.get('format')!r}, this version reads {FORMAT!r}: "
+                f"re-register the model with this version"
+            )
         model = cls(
             d["feature_names"], d["feature_tables"], d["table_rows"], d["pooling"],
-            TowerDims.from_dict(d["dims"]), d.get("label", ""),
+            int(d["num_dense"]), TowerConfig.model_validate(d["tower"]), d.get("label", ""),
         )  # fmt: skip
         model.load_state_dict(d["state_dict"])
         return model

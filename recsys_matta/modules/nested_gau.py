@@ -11,7 +11,8 @@ For tokens X (B, n, d) and widths (d, e, s):
     Y    = X + (U ⊙ A V) W_o                             # residual, (B, n, d)
 
 The Student runs widths (d_S, e_S, s_S) on the top-left blocks of the same weights; any
-(d, e, s) up to the TA's is a valid sub-block (Mix'n'Match).
+(d, e, s) up to the TA's is a valid sub-block (Mix'n'Match). A `NestedBlock`
+(recsys_matta.modules.block) with width `(e, s)`; d is the width of its input.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_matta.modules.block import Width
 from recsys_matta.modules.nested_linear import Fan, MNestedLinear
 from recsys_matta.modules.nested_norm import NestedLayerNorm
 
@@ -60,8 +62,14 @@ class NestedGAU(nn.Module):
         with torch.no_grad():
             self.gamma.normal_(1.0, GAMMA_NOISE)
 
-    def forward_at(self, x: torch.Tensor, e: int, s: int) -> torch.Tensor:
-        """GAU at widths (d = x.shape[-1], e, s): x (B, n, d) -> (B, n, d)."""
+    @classmethod
+    def build(cls, cfg, in_narrow: int, in_wide: int, fan: Fan = "nested") -> "NestedGAU":
+        """From a `GAUBlockConfig` over tokens of width d_S = `in_narrow` .. d_TA = `in_wide`."""
+        return cls(in_narrow, in_wide, *cfg.expansion, *cfg.shared, fan=fan)
+
+    def forward_at(self, x: torch.Tensor, width: Width) -> torch.Tensor:
+        """GAU at widths (d = x.shape[-1], e, s) = width: x (B, n, d) -> (B, n, d)."""
+        e, s = width
         d, n = x.shape[-1], x.shape[-2]
         h = self.norm.forward_at(x)  # (B, n, d)
         u = F.silu(self.to_u.forward_at(h, e))  # (B, n, e)
@@ -75,13 +83,14 @@ class NestedGAU(nn.Module):
     def forward(self, x_student: torch.Tensor, x_ta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student (B, n, d_S) and TA (B, n, d_TA) tokens through the block at their widths."""
         return (
-            self.forward_at(x_student, self.e_student, self.s_student),
-            self.forward_at(x_ta, self.e_ta, self.s_ta),
+            self.forward_at(x_student, (self.e_student, self.s_student)),
+            self.forward_at(x_ta, (self.e_ta, self.s_ta)),
         )
 
     @staticmethod
-    def count(d: int, e: int, s: int) -> int:
+    def count(d: int, width: Width) -> int:
         """Parameters of the (d, e, s) sub-block."""
+        e, s = width
         return (
             NestedLayerNorm.count(d)
             + 2 * MNestedLinear.count(d, e)
@@ -90,8 +99,13 @@ class NestedGAU(nn.Module):
             + MNestedLinear.count(e, d)
         )
 
-    def extract(self, d: int, e: int, s: int) -> "NestedGAU":
+    @staticmethod
+    def out_features(d: int, width: Width) -> int:
+        return d
+
+    def extract(self, d: int, width: Width) -> "NestedGAU":
         """A standalone copy of the (d, e, s) sub-block."""
+        e, s = width
         new = NestedGAU(d, d, e, e, s, s)
         new.norm = self.norm.extract(d)
         new.to_u = self.to_u.extract(d, e)

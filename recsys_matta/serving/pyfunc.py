@@ -43,6 +43,7 @@ from torch import nn
 
 from recsys_matta.data.encode import encode_table
 from recsys_matta.errors import DataError
+from recsys_matta.models.standalone import FORMAT as STANDALONE_FORMAT
 from recsys_matta.specs import FeatureSpec, SparseFeature, load_spec
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 SPEC_ARTIFACT = "spec"
 MODEL_ARTIFACT = "model"
-STANDALONE_FORMAT = "recsys_matta.standalone/1"
 PACKAGE = "recsys-matta"
 DEFAULT_BATCH_SIZE = 8192
 MODEL_CODE = Path(__file__).with_name("student_model.py")

@@ -264,18 +264,30 @@ class RunConfig(_Strict):
 
 
 def _set_dotted(data: dict, key: str, value: object, source: str) -> None:
+    """`a.b.c=value` into nested dicts; an integer part indexes a list (`model.blocks.1.width`)."""
     parts = key.split(".")
-    node = data
-    for p in parts[:-1]:
-        child = node.setdefault(p, {})
-        if not isinstance(child, dict):
-            raise SpecError(f"{source}: {key}: {p!r} is not a section")
-        node = child
-    node[parts[-1]] = value
+    node: dict | list = data
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise SpecError(f"{source}: {key}: {p!r} is not an index of a list of {len(node)}")
+            if last:
+                node[int(p)] = value
+                return
+            node = node[int(p)]
+        else:
+            if last:
+                node[p] = value
+                return
+            child = node.setdefault(p, {})
+            if not isinstance(child, (dict, list)):
+                raise SpecError(f"{source}: {key}: {p!r} is not a section")
+            node = child
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
-    """`["optim.lr=0.01", "model.mlp_ta=[256,64]"]` -> [("optim.lr", 0.01), ...] (YAML values)."""
+    """`["optim.lr=0.01", "model.d_model=[8,16]"]` -> [("optim.lr", 0.01), ...] (YAML values)."""
     out = []
     for item in items:
         key, sep, raw = item.partition("=")
@@ -294,7 +306,11 @@ def resolve_config(
     overrides: list[str] | tuple[str, ...] = (),
     base: dict | None = None,
 ) -> RunConfig:
-    """YAML file (optional) + `base` dict + dotted overrides -> validated RunConfig."""
+    """YAML file (optional) + `base` dict + dotted overrides -> validated RunConfig.
+
+    The preset (from the file or an override) is the base of `model`; the file's `model` keys
+    replace the preset's, then the overrides apply (so `model.blocks.0.expansion=[16,64]` edits
+    one block of the preset)."""
     data: dict = copy.deepcopy(base) if base else {}
     source = "run config"
     if path is not None:
@@ -305,15 +321,16 @@ def resolve_config(
             raise SpecError(f"{path}: expected a mapping at the top level")
         data.update(loaded)
         source = str(path)
-    for key, value in parse_overrides(list(overrides)):
-        _set_dotted(data, key, value, "override")
-    preset = data.get("preset", "default")
+    pairs = parse_overrides(list(overrides))
+    preset = next((v for k, v in reversed(pairs) if k == "preset"), data.get("preset", "default"))
     if preset not in PRESETS:
         raise SpecError(f"{source}: preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise SpecError(f"{source}: model: expected a mapping")
-    data["model"] = {**PRESETS[preset].model_dump(), **model}
+    data["model"] = {**PRESETS[preset].model_dump(mode="json"), **model}
+    for key, value in pairs:
+        _set_dotted(data, key, value, "override")
     baseline = data.get("baseline")
     if isinstance(baseline, dict) and isinstance(baseline.get("optim"), dict):
         # `baseline.optim.lr=...` keeps the baseline's own defaults for the other keys

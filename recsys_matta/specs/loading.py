@@ -32,7 +32,7 @@ def _key_path(loc: tuple, data: object) -> str:
             if name:
                 out += f" ({name})"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-        elif part in ("sparse", "dense") and isinstance(node, dict) and node.get("kind", "") == part:
+        elif isinstance(node, dict) and isinstance(part, str) and node.get("kind") == part and part not in node:
             continue  # the discriminator tag pydantic inserts
         else:
             out += f".{part}" if out else str(part)
@@ -56,9 +56,9 @@ def validate_mapping(model: type[M], data: object, source: str) -> M:
             elif err["type"] == "missing":
                 msg = "required key is missing"
             elif err["type"] == "union_tag_invalid":
-                msg = "expected kind 'sparse' or 'dense'"
+                msg = f"unknown kind {err['ctx']['tag']!r}; expected {err['ctx']['expected_tags']}"
             elif err["type"] == "union_tag_not_found":
-                msg = "required key 'kind' is missing (expected 'sparse' or 'dense')"
+                msg = "required key 'kind' is missing"
             elif err["type"] == "value_error":
                 msg = msg.removeprefix("Value error, ")
             lines.append(f"  {key}: {msg}")

@@ -1,5 +1,6 @@
 """Named model sizes (data): `preset=<name>` in the run config picks one as the base
-`ModelConfig`, `model.*` keys override it.
+`ModelConfig`, `model.*` keys override it (e.g. `model.d_model=[8,16]`,
+`model.blocks.1.width=[64,256]`).
 
 `default` is `ModelConfig()` (sized for the CPU online study); `small` is for quick tests and
 demos; `large` for GPU nodes. Parameter counts: `recsys_matta.models.size.param_counts`.
@@ -7,35 +8,28 @@ demos; `large` for GPU nodes. Parameter counts: `recsys_matta.models.size.param_
 
 from __future__ import annotations
 
+from recsys_matta.specs.model import DenseBlockConfig as Dense
+from recsys_matta.specs.model import GAUBlockConfig as GAU
 from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.model import ResidualBlockConfig as Residual
 
 PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(
-        d_student=8,
-        d_ta=16,
-        gau_blocks=1,
-        gau_expansion_student=16,
-        gau_expansion_ta=64,
-        gau_shared_student=8,
-        gau_shared_ta=16,
-        ta_extra_gau_blocks=0,
-        mlp_student=[64, 16],
-        mlp_ta=[256, 64],
-        ta_extra_mlp_blocks=1,
+        d_model=(8, 16),
+        blocks=[GAU(expansion=(16, 64), shared=(8, 16)), Dense(width=(64, 256)), Dense(width=(16, 64)), Residual()],
     ),
     "default": ModelConfig(),
     "large": ModelConfig(
-        d_student=32,
-        d_ta=64,
-        gau_blocks=2,
-        gau_expansion_student=64,
-        gau_expansion_ta=256,
-        gau_shared_student=32,
-        gau_shared_ta=64,
-        ta_extra_gau_blocks=1,
-        mlp_student=[256, 64],
-        mlp_ta=[1024, 256],
-        ta_extra_mlp_blocks=2,
+        d_model=(32, 64),
+        blocks=[
+            GAU(expansion=(64, 256), shared=(32, 64)),
+            GAU(expansion=(64, 256), shared=(32, 64)),
+            GAU(expansion=256, shared=64, ta_only=True),
+            Dense(width=(256, 1024)),
+            Dense(width=(64, 256)),
+            Residual(),
+            Residual(),
+        ],
     ),
 }
 

@@ -79,8 +79,9 @@ def mixnmatch_from_checkpoint(
 
 
 def first_nested_layer(model) -> tuple[str, object]:
-    """(name, module) of the first nested MLP layer of the (shared) tower."""
-    return "tower.mlp.layers.0", model.tower.mlp.layers[0]
+    """(name, MNestedLinear) of the first nested dense layer of the (shared) tower."""
+    i = next(i for i, b in enumerate(model.cfg.blocks) if b.kind == "dense")
+    return f"tower.blocks.{i}.linear", model.tower.blocks[i].linear
 
 
 def preconditioner_factors(run_dir: Path, spec: FeatureSpec, cfg: RunConfig) -> dict:

@@ -18,7 +18,7 @@ from recsys_matta.models.extract import (
 )
 from recsys_matta.models.matta import MatTAModel
 from recsys_matta.models.standalone import StandaloneModel
-from recsys_matta.models.tower import Widths
+from recsys_matta.specs.model import ResidualBlockConfig, Widths
 from tests.models.tiny import SHARED_SPEC, TINY_CFG, TINY_SPEC, make_batch, randomize_
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,14 +46,15 @@ def test_choice_enumeration():
     choices = all_choices(TINY_CFG)
     assert len(choices) == 64 == len(set(choices))
     assert choices[0] == student_choice(TINY_CFG) and choices[-1] == ta_choice(TINY_CFG)
-    assert student_choice(TINY_CFG).widths(TINY_CFG) == Widths(2, ((3, 2),), (), (3, 2), ())
-    assert ta_choice(TINY_CFG).widths(TINY_CFG) == Widths(4, ((6, 3),), (0,), (5, 4), (0,))
+    assert student_choice(TINY_CFG).widths(TINY_CFG) == Widths(2, ((3, 2), None, (3,), (2,), None))
+    assert ta_choice(TINY_CFG).widths(TINY_CFG) == Widths(4, ((6, 3), (6, 3), (5,), (4,), ()))
+    assert wide_narrow_wide(TINY_CFG, 3).label == "d=W gau=W xgau=0 mlp=NN xmlp=1"
     with pytest.raises(ValueError, match="exceed"):
         all_choices(TINY_CFG, limit=32)
 
 
 def test_wide_narrow_wide():
-    flags = {k: wide_narrow_wide(TINY_CFG, k).flags() for k in range(7)}
+    flags = {k: wide_narrow_wide(TINY_CFG, k).flags for k in range(7)}
     T, F_ = True, False
     assert flags[0] == (F_,) * 6
     assert flags[2] == (T, F_, F_, F_, F_, T)  # d_model wide + the TA-only MLP block in
@@ -64,7 +65,7 @@ def test_wide_narrow_wide():
     assert wide_narrow_wide(TINY_CFG, 6) == ta_choice(TINY_CFG)
     sweep = wide_narrow_wide_sweep(TINY_CFG)
     assert [k for k, _ in sweep] == [0, 2, 4, 6]
-    odd = TINY_CFG.model_copy(update={"ta_extra_mlp_blocks": 0})
+    odd = TINY_CFG.model_copy(update={"blocks": TINY_CFG.blocks[:-1]})
     assert [k for k, _ in wide_narrow_wide_sweep(odd)] == [0, 2, 4, 5]
     with pytest.raises(ValueError, match="outside"):
         wide_narrow_wide(TINY_CFG, 7)
@@ -76,7 +77,6 @@ def test_sweep_sizes_grow(model):
 
 
 def test_every_choice_extracts_to_an_equivalent_standalone_model(model, batch):
-    dims = model.dims
     rows = 10 + 6 + 8
     with torch.no_grad():
         for choice in all_choices(TINY_CFG):
@@ -84,8 +84,9 @@ def test_every_choice_extracts_to_an_equivalent_standalone_model(model, batch):
             ref = model.forward_choice(batch, choice)
             torch.testing.assert_close(_run(sm, batch), ref, rtol=1e-5, atol=1e-5, msg=choice.label)
             w = choice.widths(TINY_CFG)
-            assert sm.num_parameters() == {"dense": dims.num_parameters(w), "embedding": rows * w.d}
-            assert sum(p.numel() for p in sm.parameters()) == rows * w.d + dims.num_parameters(w)
+            n = model.tower.num_parameters(w)
+            assert sm.num_parameters() == {"dense": n, "embedding": rows * w.d}
+            assert sum(p.numel() for p in sm.parameters()) == rows * w.d + n
 
 
 def test_student_and_ta_extractions_equal_the_model_paths(model, batch):
@@ -131,7 +132,7 @@ def test_unshared_model_extracts_student_and_ta_only(batch):
 
 
 def test_choice_for_another_config_is_rejected(model):
-    other = Choice(False, (False, False), (), (False, False), ())
+    other = Choice((False,) * 5, ("d", "gau", "mlp", "mlp", "xmlp"))
     with pytest.raises(ValueError, match="units"):
         extract(model, other)
 
@@ -197,9 +198,7 @@ def test_torch_export_with_dynamic_batch(model, batch):
 
 def test_edge_config_without_gau_hidden_layers_or_dense_features():
     spec = SHARED_SPEC.model_copy(update={"features": [f for f in SHARED_SPEC.features if f.kind == "sparse"]})
-    cfg = TINY_CFG.model_copy(
-        update={"gau_blocks": 0, "ta_extra_gau_blocks": 0, "mlp_student": [], "mlp_ta": [], "ta_extra_mlp_blocks": 1}
-    )
+    cfg = TINY_CFG.model_copy(update={"blocks": [ResidualBlockConfig()]})
     torch.manual_seed(3)
     m = MatTAModel(spec, cfg)
     randomize_(m, 3)

@@ -13,7 +13,7 @@ from recsys_matta.models.choice import student_choice, ta_choice, wide_narrow_wi
 from recsys_matta.models.matta import MatTAModel
 from tests.models.tiny import SHARED_SPEC, TINY_CFG, TINY_SPEC, make_batch, randomize_
 
-D_S, D_TA = TINY_CFG.d_student, TINY_CFG.d_ta
+D_S, D_TA = TINY_CFG.d_model
 
 
 def _model(spec=TINY_SPEC, cfg=TINY_CFG, student_only=False, seed=0) -> MatTAModel:
@@ -86,9 +86,9 @@ def test_student_loss_gradient_reaches_only_student_embedding_columns():
         g = bag.weight.grad
         assert torch.all(g[:, D_S:] == 0)
         assert g[:, :D_S].abs().sum() > 0
-    extra = m.tower.extra_gau[0]
-    assert all(p.grad is None for p in extra.parameters())
-    assert all(p.grad is None for p in m.tower.mlp.extra.parameters())
+    for i in (1, 4):  # the TA-only GAU and residual blocks
+        assert TINY_CFG.blocks[i].ta_only
+        assert all(p.grad is None for p in m.tower.blocks[i].parameters())
 
 
 def test_forward_backward_trains_on_a_batch():
@@ -109,7 +109,7 @@ def test_forward_backward_trains_on_a_batch():
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     # zero-initialised output weights of the TA-only residual block get gradient too
-    assert m.tower.mlp.extra[0].fc2.weight.grad.abs().sum() > 0
+    assert m.tower.blocks[4].fc2.weight.grad.abs().sum() > 0
     opt.step()
     for _ in range(30):
         loss = loss_fn()
@@ -124,10 +124,11 @@ def test_student_only_is_the_student_architecture():
     batch = make_batch(TINY_SPEC, 4)
     s, t = base(batch)
     assert t is None and s.shape == (4,)
-    assert base.student_tower is None and len(base.tower.extra_gau) == 0 and len(base.tower.mlp.extra) == 0
+    assert base.student_tower is None and len(base.tower.blocks) == 3  # no TA-only blocks
+    assert [b.kind for b in base.tower.cfg.blocks] == ["gau", "dense", "dense"]
     matta = _model()
     # same tower structure as the Student slice of the MatTA tower
-    full = matta.tower.extract(matta.dims.student())
+    full = matta.tower.extract(TINY_CFG.student())
     assert {n: p.shape for n, p in base.tower.named_parameters()} == {
         n: p.shape for n, p in full.named_parameters()
     }

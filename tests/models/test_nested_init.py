@@ -8,6 +8,7 @@ import torch
 
 from recsys_matta.models.matta import MatTAModel
 from recsys_matta.modules import MNestedLinear
+from recsys_matta.specs.model import DenseBlockConfig
 from tests.models.tiny import TINY_CFG, TINY_SPEC
 
 
@@ -26,8 +27,10 @@ def _std(m: MatTAModel, name: str) -> float:
 
 
 def test_ta_fan_starts_the_ta_as_a_standalone_ta():
-    cfg = TINY_CFG.model_copy(update={"mlp_student": [32, 16], "mlp_ta": [128, 64]})
-    name = "tower.mlp.layers.1.weight"  # (64, 128), Student block (16, 32)
+    blocks = list(TINY_CFG.blocks)
+    blocks[2:4] = [DenseBlockConfig(width=(32, 128)), DenseBlockConfig(width=(16, 64))]
+    cfg = TINY_CFG.model_copy(update={"blocks": blocks})
+    name = "tower.blocks.3.linear.weight"  # (64, 128), Student block (16, 32)
     std = {}
     for mode in ("nested", "ta_fan", "student_fan"):
         torch.manual_seed(0)
@@ -42,7 +45,7 @@ def test_ta_fan_starts_the_ta_as_a_standalone_ta():
     torch.manual_seed(0)
     m = MatTAModel(TINY_SPEC, cfg.model_copy(update={"ta_init": "ta_fan"}))
     # TA-only blocks keep their identity start (zero output weights) whatever the mode
-    assert torch.all(m.tower.mlp.extra[0].fc2.weight == 0) and torch.all(m.tower.gau[0].to_out.weight == 0)
+    assert torch.all(m.tower.blocks[4].fc2.weight == 0) and torch.all(m.tower.blocks[0].to_out.weight == 0)
     unshared = MatTAModel(TINY_SPEC, cfg.model_copy(update={"ta_init": "ta_fan", "share_params": False}))
     assert _std(unshared, name) == pytest.approx(std["ta_fan"], rel=0.05)  # the TA tower follows it
-    assert _std(unshared, "student_tower.mlp.layers.1.weight") == pytest.approx(gain / math.sqrt(32), rel=0.1)
+    assert _std(unshared, "student_tower.blocks.2.linear.weight") == pytest.approx(gain / math.sqrt(32), rel=0.1)

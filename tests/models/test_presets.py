@@ -66,8 +66,8 @@ def test_presets():
         assert c["student_dense"] < c["ta_dense"] and c["student_embedding"] < c["ta_embedding"]
     assert sizes["small"]["ta_dense"] < sizes["default"]["ta_dense"] < sizes["large"]["ta_dense"]
     cfg = get_preset("small")
-    cfg.mlp_student.append(1)  # a copy: the preset itself is unchanged
-    assert PRESETS["small"].mlp_student == [64, 16]
+    cfg.blocks.pop()  # a copy: the preset itself is unchanged
+    assert len(PRESETS["small"].blocks) == 4 and PRESETS["small"].blocks[1].width == (64, 256)
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         get_preset("huge")
 

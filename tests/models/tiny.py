@@ -7,7 +7,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_matta.data.batch import Batch
 from recsys_matta.specs import FeatureSpec
-from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.model import DenseBlockConfig, GAUBlockConfig, ModelConfig, ResidualBlockConfig
 
 # sparse a (10 rows), b (5 + OOV = 6 rows), c (multi-valued, 7 + OOV = 8 rows); dense x, y
 TINY_SPEC = FeatureSpec.model_validate(
@@ -43,17 +43,14 @@ SHARED_SPEC = FeatureSpec.model_validate(
 
 # 6 nesting units: d_model, 1 GAU block, 1 TA-only GAU block, 2 MLP layers, 1 TA-only MLP block
 TINY_CFG = ModelConfig(
-    d_student=2,
-    d_ta=4,
-    gau_blocks=1,
-    gau_expansion_student=3,
-    gau_expansion_ta=6,
-    gau_shared_student=2,
-    gau_shared_ta=3,
-    ta_extra_gau_blocks=1,
-    mlp_student=[3, 2],
-    mlp_ta=[5, 4],
-    ta_extra_mlp_blocks=1,
+    d_model=(2, 4),
+    blocks=[
+        GAUBlockConfig(expansion=(3, 6), shared=(2, 3)),
+        GAUBlockConfig(expansion=6, shared=3, ta_only=True),
+        DenseBlockConfig(width=(3, 5)),
+        DenseBlockConfig(width=(2, 4)),
+        ResidualBlockConfig(),
+    ],
 )
 
 

@@ -24,14 +24,14 @@ def _random_gau(seed: int) -> NestedGAU:
 def test_fresh_block_is_identity():
     gau = NestedGAU(3, 5, 4, 8, 2, 3)
     x = torch.randn(2, 4, 5)
-    assert torch.equal(gau.forward_at(x, 8, 3), x)
+    assert torch.equal(gau.forward_at(x, (8, 3)), x)
 
 
 def test_shapes():
     gau = NestedGAU(4, 8, 6, 12, 3, 5)
     y_s, y_ta = gau(torch.randn(2, 7, 4), torch.randn(2, 7, 8))
     assert y_s.shape == (2, 7, 4) and y_ta.shape == (2, 7, 8)
-    assert gau.forward_at(torch.randn(3, 5, 6), 9, 4).shape == (3, 5, 6)
+    assert gau.forward_at(torch.randn(3, 5, 6), (9, 4)).shape == (3, 5, 6)
 
 
 def test_hand_computed_student_block():
@@ -93,7 +93,7 @@ def test_student_and_ta_match_the_explicit_formula():
     y_s, y_ta = gau(x_s, x_ta)
     torch.testing.assert_close(y_s, _explicit_gau(x_s, gau, 3, 4, 2), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y_ta, _explicit_gau(x_ta, gau, 5, 8, 3), rtol=1e-5, atol=1e-5)
-    mixed = gau.forward_at(x_ta[..., :4], 8, 2)  # a Mix'n'Match sub-block
+    mixed = gau.forward_at(x_ta[..., :4], (8, 2))  # a Mix'n'Match sub-block
     torch.testing.assert_close(mixed, _explicit_gau(x_ta[..., :4], gau, 4, 8, 2), rtol=1e-5, atol=1e-5)
 
 
@@ -119,9 +119,9 @@ def test_student_loss_gradient_touches_only_student_slices():
 def test_count_and_extract():
     gau = _random_gau(3)
     # LN 2*3 + u, v 2*(4*3 + 4) + z (2*3 + 2) + gamma/beta 4*2 + out (3*4 + 3) = 6 + 32 + 8 + 8 + 15
-    assert NestedGAU.count(3, 4, 2) == 69
-    assert NestedGAU.count(5, 8, 3) == sum(p.numel() for p in gau.parameters())
-    small = gau.extract(4, 6, 3)
-    assert sum(p.numel() for p in small.parameters()) == NestedGAU.count(4, 6, 3)
+    assert NestedGAU.count(3, (4, 2)) == 69
+    assert NestedGAU.count(5, (8, 3)) == sum(p.numel() for p in gau.parameters())
+    small = gau.extract(4, (6, 3))
+    assert sum(p.numel() for p in small.parameters()) == NestedGAU.count(4, (6, 3))
     x = torch.randn(2, 5, 4)
-    torch.testing.assert_close(small.forward_at(x, 6, 3), gau.forward_at(x, 6, 3), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(small.forward_at(x, (6, 3)), gau.forward_at(x, (6, 3)), rtol=1e-6, atol=1e-6)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys_matta.models.standalone import FORMAT as STANDALONE_FORMAT
 from recsys_matta.serving.pyfunc import log_student
 from recsys_matta.tracking import open_tracker
 from recsys_matta.tracking.registry import (
@@ -82,7 +83,7 @@ def test_load_champion_predicts_raw_rows(champion):
     assert pyfunc is not None
     assert pyfunc.metadata.get_input_schema().input_names() == COLUMNS
     assert pyfunc.metadata.metadata["spec_name"] == "tiny"
-    assert pyfunc.metadata.metadata["weights_format"] == "recsys_matta.standalone/1"
+    assert pyfunc.metadata.metadata["weights_format"] == STANDALONE_FORMAT
     got = pyfunc.predict(raw_rows())  # nulls, unseen ids, extra columns
     np.testing.assert_allclose(np.asarray(got), champion["expected"], rtol=0, atol=1e-6)
     student = pyfunc.unwrap_python_model()

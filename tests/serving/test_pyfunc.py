@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from recsys_matta.models.standalone import FORMAT as STANDALONE_FORMAT
 from recsys_matta.errors import DataError
 from recsys_matta.serving.pyfunc import (
     StudentPyfunc,
@@ -95,7 +96,7 @@ def test_empty_and_missing_columns(tmp_path):
 
 def test_weights_round_trip_standalone_and_plain_module(tmp_path):
     model = tiny_model(seed=3)
-    assert _save_weights(model, tmp_path / "a.pt") == "recsys_matta.standalone/1"
+    assert _save_weights(model, tmp_path / "a.pt") == STANDALONE_FORMAT
     loaded = load_weights(tmp_path / "a.pt")
     table = raw_table()
     np.testing.assert_array_equal(reference_probs(loaded, table), reference_probs(model, table))

@@ -8,9 +8,8 @@ import pyarrow as pa
 import torch
 
 from recsys_matta.models.standalone import StandaloneModel
-from recsys_matta.models.tower import TowerDims
 from recsys_matta.specs import FeatureSpec
-from recsys_matta.specs.model import ModelConfig
+from recsys_matta.specs.model import DenseBlockConfig, GAUBlockConfig, ModelConfig
 
 SPEC = FeatureSpec.model_validate(
     {
@@ -34,15 +33,14 @@ COLUMNS = ["user_id", "user_age", "tags", "item_key", "price", "position"]
 def tiny_model(seed: int = 0) -> StandaloneModel:
     """The Student architecture of a tiny config, with seeded random (non-zero) weights."""
     cfg = ModelConfig(
-        d_student=4, d_ta=8, gau_blocks=1, gau_expansion_student=8, gau_expansion_ta=16,
-        gau_shared_student=4, gau_shared_ta=8, mlp_student=[8, 4], mlp_ta=[16, 8],
-        ta_extra_mlp_blocks=0,
-    )  # fmt: skip
-    dims = TowerDims.from_config(len(SPEC.sparse), len(SPEC.dense), cfg).student_only()
+        d_model=(4, 8),
+        blocks=[GAUBlockConfig(expansion=(8, 16), shared=(4, 8)), DenseBlockConfig(width=(8, 16)), DenseBlockConfig(width=(4, 8))],
+    )
     rows = {f.table_name: f.num_embeddings for f in SPEC.sparse}
     model = StandaloneModel(
-        SPEC.sparse_names, [f.table_name for f in SPEC.sparse], rows, "mean", dims, label="student"
-    )
+        SPEC.sparse_names, [f.table_name for f in SPEC.sparse], rows, "mean", len(SPEC.dense),
+        cfg.fixed(cfg.student()), label="student",
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

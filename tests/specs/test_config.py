@@ -12,11 +12,18 @@ def test_defaults_resolve_to_the_default_preset():
 
 
 def test_dotted_overrides_are_typed_yaml_values():
-    cfg = resolve_config(overrides=["optim.lr=0.01", "model.mlp_ta=[256, 64]", "model.mlp_student=[64,16]", "loss.label=event"])
+    cfg = resolve_config(overrides=["optim.lr=0.01", "model.blocks.1.width=[64, 256]", "loss.label=event"])
     assert cfg.optim.lr == 0.01
-    assert cfg.model.mlp_ta == [256, 64]
+    assert cfg.model.blocks[1].width == (64, 256)  # one block of the preset edited
+    assert cfg.model.blocks[0] == PRESETS["default"].blocks[0] and len(cfg.model.blocks) == 4
     assert cfg.loss.label == "event"
     assert parse_overrides(["a.b=[1,2]"]) == [("a.b", [1, 2])]
+
+
+def test_preset_override_is_the_base_of_model_overrides():
+    cfg = resolve_config(overrides=["model.d_model=[4,16]", "preset=small"])
+    assert cfg.preset == "small" and cfg.model.d_model == (4, 16)
+    assert cfg.model.blocks == PRESETS["small"].blocks
 
 
 def test_yaml_file_then_overrides(tmp_path):
@@ -34,7 +41,11 @@ def test_yaml_file_then_overrides(tmp_path):
         ("train.batch_size=0", "train.batch_size: Input should be greater than or equal to 1"),
         ("optim.dense=sgd", "optim.dense: Input should be 'shampoo', 'adam' or 'adagrad'"),
         ("preset=huge", "preset: unknown preset 'huge'"),
-        ("model.d_student=64", "d_student 64 > d_ta"),
+        ("model.d_model=[64,32]", "d_model [64, 32]: expected [narrow, wide]"),
+        ("model.blocks.9.width=3", "model.blocks.9.width: '9' is not an index of a list of 4"),
+        ("model.blocks.0.expansion=[200,100]", "gau expansion [200, 100]"),
+        ("model.blocks=[{kind: dense, width: 8}, {kind: gau, expansion: 4, shared: 2}]", "token blocks must come before"),
+        ("model.blocks.2.kind=conv", "model.blocks[2]: unknown kind 'conv'; expected 'gau', 'dense', 'residual'"),
         ("novalue", "expected key=value"),
     ],
 )

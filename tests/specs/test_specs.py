@@ -96,12 +96,12 @@ BAD = [
     (
         "bad kind",
         _feature(0, kind="embedding"),
-        "features[0] (u): expected kind 'sparse' or 'dense'",
+        "features[0] (u): unknown kind 'embedding'; expected 'sparse', 'dense'",
     ),
     (
         "missing kind",
         lambda d: d["features"][0].pop("kind"),
-        "features[0] (u): required key 'kind' is missing (expected 'sparse' or 'dense')",
+        "features[0] (u): required key 'kind' is missing",
     ),
     (
         "bad group",
