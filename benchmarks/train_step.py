@@ -8,10 +8,12 @@ Arms (no production baseline inside the step, so each arm times exactly one mode
     student_adam      the Student alone, Adam            (the production baseline's step)
     student_shampoo   the Student alone, Shampoo
     ta_alone_shampoo  the TA architecture alone, Shampoo
-    matta_adam        MatTA (Student + TA + distillation), Adam
-    matta_shampoo     MatTA, Shampoo
+    matta_adam        MatTA (Student + TA + distillation, two-endpoint rule), Adam
+    matta_shampoo     MatTA, two-endpoint rule, Shampoo
+    matta_elastic     MatTA, the shipped elastic rule (Student + TA + sampled sub-networks), Shampoo
 Reported per batch size: examples/s and ms/step of each, `shampoo_over_adam` = MatTA+Shampoo /
-MatTA+Adam step time, and `matta_over_parts` = MatTA+Shampoo / (Student + TA-alone, Shampoo):
+MatTA+Adam step time, `elastic_over_matta` = MatTA elastic / MatTA two-endpoint (Shampoo both),
+and `matta_over_parts` = MatTA+Shampoo / (Student + TA-alone, Shampoo):
 below 1 means one MatTA step is cheaper than training the two models separately.
 
 A step = forward + backward + optimizer step of the dense and embedding parameters (no data
@@ -44,8 +46,9 @@ ARMS = {
     "student_adam": ("student_only=true", "optim.dense=adam", "optim.lr=1e-3"),
     "student_shampoo": ("student_only=true", "optim.dense=shampoo"),
     "ta_alone_shampoo": ("ta_alone=true", "optim.dense=shampoo"),
-    "matta_adam": ("optim.dense=adam", "optim.lr=1e-3"),
-    "matta_shampoo": ("optim.dense=shampoo",),
+    "matta_adam": ("optim.dense=adam", "optim.lr=1e-3", "elastic.rule=endpoints"),
+    "matta_shampoo": ("optim.dense=shampoo", "elastic.rule=endpoints"),
+    "matta_elastic": ("optim.dense=shampoo",),
 }
 
 
@@ -131,6 +134,8 @@ def main() -> None:
         ms = {n: row.get(f"{n}_ms_per_step") for n in ARMS}
         if ms["matta_shampoo"] and ms["matta_adam"]:
             row["shampoo_over_adam"] = round(ms["matta_shampoo"] / ms["matta_adam"], 3)
+        if ms["matta_elastic"] and ms["matta_shampoo"]:
+            row["elastic_over_matta"] = round(ms["matta_elastic"] / ms["matta_shampoo"], 3)
         if ms["matta_shampoo"] and ms["student_shampoo"] and ms["ta_alone_shampoo"]:
             row["matta_over_parts"] = round(ms["matta_shampoo"] / (ms["student_shampoo"] + ms["ta_alone_shampoo"]), 3)
         results[str(bs)] = row
@@ -140,6 +145,7 @@ def main() -> None:
         "benchmark": "train_step",
         "step": "LocalEngine.train (TrainStep + run_steps)",
         "preset": args.preset,
+        "elastic": cfg0.elastic.model_dump(),
         "device": str(device),
         "precondition_frequency": freq,
         "steps_per_round": steps,

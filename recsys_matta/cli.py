@@ -182,8 +182,14 @@ def extract(
     data: Path = typer.Option(..., help="Data root"),
     workdir: Path = typer.Option(..., help="Run directory with checkpoints"),
     days: Optional[str] = typer.Option(None, help="Held-out days to score on (default: the day after the last trained day)"),
-    register: Optional[list[int]] = typer.Option(None, "--register", help="Register the wide-narrow-wide model with this K (repeatable)"),
-    budget: Optional[int] = typer.Option(None, help="Pick the best model with at most this many dense parameters"),
+    register: Optional[list[int]] = typer.Option(
+        None, "--register", help="Register the wide-narrow-wide model with this K (repeatable) as <registered_model>-elastic@wnw-k<K>"
+    ),
+    budget: Optional[str] = typer.Option(
+        None,
+        help="Pick the best model within a budget: N or params=N (dense parameters), flops=N (per example), "
+        "latency_ms=X (p50 ms per 1,000 rows)",
+    ),
     config: Optional[Path] = typer.Option(None, help="Run config YAML"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:

@@ -155,7 +155,9 @@ class LocalEngine(EngineBase):
 
     def __init__(self, models: Models, cfg: RunConfig, label: str, device: torch.device):
         self.models, self.device = models, device
-        self.step_module = TrainStep(models.model, models.trained_baseline, cfg.loss, label)
+        self.step_module = TrainStep(
+            models.model, models.trained_baseline, cfg.loss, label, elastic=cfg.elastic, seed=cfg.train.seed
+        )
         self.opt = ModelOptimizer(models.model, cfg.optim)
         trained = models.trained_baseline
         self.baseline_opt = None if trained is None else ModelOptimizer(trained, cfg.baseline.optim)

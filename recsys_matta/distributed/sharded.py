@@ -115,7 +115,9 @@ class ShardedEngine(EngineBase):
             if m is models.baseline:
                 adagrad = {"lr": cfg.baseline.optim.embedding_lr, "eps": cfg.baseline.optim.embedding_eps}
             apply_optimizer_in_backward(RowWiseAdagrad, list(m.ebc.parameters()), adagrad)
-        self.step_module = TrainStep(models.model, models.trained_baseline, cfg.loss, label)
+        self.step_module = TrainStep(
+            models.model, models.trained_baseline, cfg.loss, label, elastic=cfg.elastic, seed=cfg.train.seed
+        )
         names = [k[len(TABLE_PREFIX) : -len(".weight")] for k in tables["model"]]
         self.plan = plan_sharding(self.step_module, names, cfg.dist, cfg.train.batch_size, ctx)
         self.dmp = DistributedModelParallel(

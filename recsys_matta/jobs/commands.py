@@ -101,11 +101,17 @@ def compare(spec_path, data, workdir, days_expr, config_path, overrides, console
     return rows
 
 
+def elastic_model_name(registered_model: str) -> str:
+    """The registered model holding the extracted sizes, one alias `wnw-k<K>` per size."""
+    return f"{registered_model}-elastic"
+
+
 def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, config_path, overrides, console: Console) -> dict:
-    from recsys_matta.jobs.mixnmatch import best_under_budget, mixnmatch_report
+    from recsys_matta.jobs.mixnmatch import best_under_budget, mixnmatch_report, parse_budget
     from recsys_matta.jobs.scoring import raw_frames
     from recsys_matta.models.extract import extract, wide_narrow_wide
 
+    column, limit = parse_budget(str(budget)) if budget is not None else (None, None)
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
     if trainer.cfg.single_tower:
         raise UserError(f"{workdir}: a Student-only run has no TA to extract from")
@@ -125,14 +131,16 @@ def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, co
     )  # fmt: skip
     console.print((out_dir / "report.md").read_text())
     console.print(f"frontier plot: {out_dir / 'frontier.png'}")
-    if budget is not None:
-        best = best_under_budget(report, budget)
-        report["budget"] = {"dense_params": budget, "best": best}
+    if column is not None:
+        best = best_under_budget(report, limit, column)
+        report["budget"] = {column: limit, "best": best}
         (out_dir / "budget.json").write_text(json.dumps(report["budget"], indent=2))
         console.print(
-            f"best under {budget:,} dense params: {best['choice']} ({best['dense_params']:,} params, AucLoss {best['auc_loss']:.5f})"
+            f"best with {column} <= {limit:g}: {best['choice']} ({best['dense_params']:,} params, "
+            f"{best['flops_per_example']:,.0f} FLOPs/example, AucLoss {best['auc_loss']:.5f})"
             if best
-            else f"no extracted model has <= {budget:,} dense params"
+            else f"no extracted model has {column} <= {limit:g}",
+            markup=False,
         )
     with _open(trainer, f"extract {','.join(days)}") as tracker:
         tracker.log_dict(report, "mixnmatch/report.json")
@@ -148,9 +156,17 @@ def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, co
                 if k not in by_k:
                     raise UserError(f"--register {k}: no wide-narrow-wide model with K={k}; have {sorted(by_k)}")
                 m = extract(model, wide_narrow_wide(model.cfg, k))
+                row = by_k[k]
                 uri = log_student(tracker, m, trainer.spec, example, name=f"wnw-k{k}", metadata={"k": k})
-                name = f"{trainer.cfg.registered_model}-wnw{k}"
-                v = register(uri, name, tags={"k": k, "days": ",".join(days), "auc_loss": by_k[k]["auc_loss"],
-                                              "dense_params": by_k[k]["dense_params"]})  # fmt: skip
-                console.print(f"registered {name} v{v} (K={k}, AucLoss {by_k[k]['auc_loss']:.5f})")
+                name, alias = elastic_model_name(trainer.cfg.registered_model), f"wnw-k{k}"
+                tags = {"k": k, "choice": row["choice"], "days": ",".join(days), "auc_loss": row["auc_loss"],
+                        "baseline_auc_loss": report["baseline_auc_loss"], "dense_params": row["dense_params"],
+                        "embedding_params": row["embedding_params"], "flops_per_example": row["flops_per_example"],
+                        "latency_ms_per_1000": row["latency_ms_per_1000"]}  # fmt: skip
+                v = register(uri, name, tags=tags, alias=alias)
+                console.print(
+                    f"registered {name} v{v} as @{alias} (K={k}, {row['dense_params']:,} dense params, "
+                    f"AucLoss {row['auc_loss']:.5f})",
+                    markup=False,
+                )
     return report

@@ -43,6 +43,12 @@ def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: 
     out = run_daily(SPEC, data, workdir / "run", train_days, overrides=overrides, console=console)
     console.rule(f"champion gate of the last candidate on the held-out {have[-1]}")
     last = gate_day(SPEC, data, workdir / "run", have[-1], None, overrides, console=console)
+    if out.report is not None:
+        from recsys_matta.jobs.mixnmatch import wide_narrow_wide_markdown
+
+        days_scored = ", ".join(out.report["days"])
+        console.rule(f"elastic Students (wide-narrow-wide) on the held-out {days_scored}")
+        console.print(wide_narrow_wide_markdown(out.report), markup=False, soft_wrap=True)
     console.rule("done")
     for d in out.decisions + ([last] if last is not None else []):
         console.print(d.summary(), markup=False)

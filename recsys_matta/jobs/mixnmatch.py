@@ -1,6 +1,9 @@
 """Mix'n'Match report: extract many Students of different sizes from one trained MatTA model,
 score each standalone model on held-out days, and write a table (JSON + markdown) and the
-size / AucLoss frontier plot. `--budget` picks the best model under a parameter budget."""
+size / AucLoss frontier plot. Every row carries the model's serving cost next to its size: FLOPs
+per example and the p50 latency of its pyfunc on 1,000 raw rows of the scored day
+(recsys_matta.models.cost). `--budget` picks the best model under a parameter, FLOP or latency
+budget."""
 
 from __future__ import annotations
 
@@ -9,10 +12,14 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from recsys_matta.data.reader import DayReader
-from recsys_matta.jobs.scoring import score_batches
+from recsys_matta.errors import UserError
+from recsys_matta.jobs.scoring import raw_frames, score_batches
 from recsys_matta.metrics import rel_improvement
 from recsys_matta.models import MatTAModel
+from recsys_matta.models.cost import flops_per_example, serving_latency_ms
 from recsys_matta.models.extract import (
     Choice,
     all_choices,
@@ -22,19 +29,27 @@ from recsys_matta.models.extract import (
     ta_choice,
     wide_narrow_wide_sweep,
 )
+from recsys_matta.models.standalone import StandaloneModel
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.train.checkpoint import atomic_write_text
 
 
+LATENCY_ROWS = 1000
+
+
 @dataclass
 class MixRow:
-    """One extracted model. `k`: its wide-narrow-wide K (None when not of that family)."""
+    """One extracted model. `k`: its wide-narrow-wide K (None when not of that family);
+    `flops_per_example`: forward FLOPs of its dense tower; `latency_ms_per_1000`: p50 ms of its
+    pyfunc per 1,000 raw rows (None when not measured)."""
 
     choice: str
     k: int | None
     flags: list[bool]
     dense_params: int
     embedding_params: int
+    flops_per_example: float
+    latency_ms_per_1000: float | None
     auc_loss: float
     rel_improvement: float
     is_student: bool
@@ -61,11 +76,14 @@ def mixnmatch_report(
     out_dir: Path,
     all_max: int = 64,
     batch_size: int = 8192,
+    latency: bool = True,
 ) -> dict:
-    """Score every candidate sub-network on `days`; write report.json / report.md / frontier.png."""
+    """Score every candidate sub-network on `days`; write report.json / report.md / frontier.png.
+    `latency=False` leaves the measured latency out (None)."""
     model.eval()
     choices = candidate_choices(model, all_max)
     models = {c.label: (k, c, extract(model, c)) for k, c in choices}
+    lat = _latencies(models, spec, data_root, days[0]) if latency else {}
     fns = {
         name: (lambda b, m=m: m(b.sparse.values(), b.sparse.lengths(), b.dense))
         for name, (_, _, m) in models.items()
@@ -86,6 +104,8 @@ def mixnmatch_report(
                 flags=list(c.flags),
                 dense_params=n["dense"],
                 embedding_params=n["embedding"],
+                flops_per_example=flops_per_example(m),
+                latency_ms_per_1000=lat.get(name),
                 auc_loss=metrics[name].auc_loss,
                 rel_improvement=rel_improvement(metrics[name].auc_loss, base),
                 is_student=name == s_label,
@@ -98,10 +118,47 @@ def mixnmatch_report(
         "label": label,
         "rows_scored": metrics[s_label].rows,
         "baseline_auc_loss": base,
+        "latency_rows": LATENCY_ROWS,
+        "torch_threads": torch.get_num_threads(),
         "models": [asdict(r) for r in rows],
     }
     write_report(report, Path(out_dir))
     return report
+
+
+def _latencies(models: dict, spec: FeatureSpec, data_root: Path, day: str) -> dict[str, float]:
+    """p50 ms of each model's pyfunc (the registered artifact's path: to_dict -> from_dict ->
+    `StudentPyfunc.predict_df`) on the first `LATENCY_ROWS` raw rows of `day`."""
+    from recsys_matta.serving.pyfunc import StudentPyfunc
+
+    frame = next(raw_frames(spec, Path(data_root), day, limit=LATENCY_ROWS))
+    out = {}
+    for name, (_, _, m) in models.items():
+        py = StudentPyfunc()
+        py.spec, py.model = spec, StandaloneModel.from_dict(m.to_dict()).eval()
+        out[name] = serving_latency_ms(py, frame) * 1000 / len(frame)
+    return out
+
+
+def wide_narrow_wide_rows(report: dict) -> list[dict]:
+    """The report's wide-narrow-wide models in order of K."""
+    return sorted((r for r in report["models"] if r["k"] is not None), key=lambda r: r["k"])
+
+
+def wide_narrow_wide_markdown(report: dict) -> str:
+    """The wide-narrow-wide table users choose a size from (size, cost, AucLoss vs baseline)."""
+    lines = [
+        "| K | choice | dense params | FLOPs/example | p50 ms / 1k rows | AucLoss | vs baseline |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in wide_narrow_wide_rows(report):
+        tag = " (Student)" if r["is_student"] else " (TA)" if r["is_ta"] else ""
+        ms = "-" if r.get("latency_ms_per_1000") is None else f"{r['latency_ms_per_1000']:.2f}"
+        lines.append(
+            f"| {r['k']} | {r['choice']}{tag} | {r['dense_params']:,} | {r['flops_per_example']:,.0f} | {ms} | "
+            f"{r['auc_loss']:.5f} | {100 * r['rel_improvement']:+.2f}% |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -125,20 +182,43 @@ def report_markdown(report: dict) -> str:
         f"Mix'n'Match on {', '.join(report['days'])} ({report['rows_scored']} rows, label "
         f"`{report['label']}`); baseline AucLoss {report['baseline_auc_loss']:.5f}",
         "",
-        "| choice | K | dense params | embedding params | AucLoss | vs baseline |",
-        "|---|---|---:|---:|---:|---:|",
+        "| choice | K | dense params | embedding params | FLOPs/example | p50 ms / 1k rows | AucLoss | vs baseline |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["models"]:
         tag = " (Student)" if r["is_student"] else " (TA)" if r["is_ta"] else ""
         k = "" if r["k"] is None else str(r["k"])
+        ms = "-" if r.get("latency_ms_per_1000") is None else f"{r['latency_ms_per_1000']:.2f}"
         lines.append(
             f"| {r['choice']}{tag} | {k} | {r['dense_params']:,} | {r['embedding_params']:,} | "
-            f"{r['auc_loss']:.5f} | {100 * r['rel_improvement']:+.2f}% |"
+            f"{r.get('flops_per_example', math.nan):,.0f} | {ms} | {r['auc_loss']:.5f} | {100 * r['rel_improvement']:+.2f}% |"
         )
     return "\n".join(lines) + "\n"
 
 
-def best_under_budget(report: dict, budget: int) -> dict | None:
-    """The lowest-AucLoss model with at most `budget` dense parameters (the elastic use)."""
-    fits = [r for r in report["models"] if r["dense_params"] <= budget and math.isfinite(r["auc_loss"])]
-    return min(fits, key=lambda r: (r["auc_loss"], r["dense_params"])) if fits else None
+BUDGET_KEYS = {"params": "dense_params", "flops": "flops_per_example", "latency_ms": "latency_ms_per_1000"}
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """`N` or `params=N` (dense parameters), `flops=N` (per example), `latency_ms=X` (p50 per
+    1,000 rows) -> (report column, limit)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, value = "params", text
+    if key not in BUDGET_KEYS:
+        raise UserError(f"--budget {text!r}: unknown budget {key!r}; expected one of {sorted(BUDGET_KEYS)} (e.g. flops=2e5)")
+    try:
+        limit = float(value)
+    except ValueError:
+        raise UserError(f"--budget {text!r}: {value!r} is not a number") from None
+    return BUDGET_KEYS[key], limit
+
+
+def best_under_budget(report: dict, budget: int | float, column: str = "dense_params") -> dict | None:
+    """The lowest-AucLoss model with at most `budget` of `column` (dense parameters, FLOPs per
+    example or latency): the elastic use."""
+    fits = [
+        r for r in report["models"]
+        if r.get(column) is not None and r[column] <= budget and math.isfinite(r["auc_loss"])
+    ]  # fmt: skip
+    return min(fits, key=lambda r: (r["auc_loss"], r[column])) if fits else None

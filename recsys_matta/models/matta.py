@@ -93,16 +93,14 @@ class MatTAModel(nn.Module):
         tables run once (elastic training: recsys_matta.train.elastic)."""
         pooled = self.pooled(batch)  # (B, F, d)
         dense = batch.dense
-        logit_s = self._student_path().forward_at(pooled, dense, self._student_widths)
-        if self.student_only:
+        if self.student_only or self.student_tower is not None:
             if choices:
-                raise ValueError("a single-tower model has no Mix'n'Match sub-networks to train")
-            return logit_s, None, []
-        logit_ta = self.tower.forward_at(pooled, dense, self._ta_widths)
-        extra = []
-        for c in choices:
-            tower, w = self.tower_for(c)
-            extra.append(tower.forward_at(pooled, dense, w))
+                raise ValueError("Mix'n'Match sub-networks need one shared tower (share_params=True, MatTA)")
+            logit_s = self._student_path().forward_at(pooled, dense, self._student_widths)
+            logit_ta = None if self.student_only else self.tower.forward_at(pooled, dense, self._ta_widths)
+            return logit_s, logit_ta, []
+        ws = [self._student_widths, self._ta_widths, *(self.tower_for(c)[1] for c in choices)]
+        logit_s, logit_ta, *extra = self.tower.forward_many(pooled, dense, ws)
         return logit_s, logit_ta, extra
 
     def tower_for(self, choice: Choice) -> tuple[Tower, Widths]:

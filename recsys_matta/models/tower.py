@@ -16,6 +16,8 @@ Every block is a `NestedBlock` (recsys_matta.modules.block); `forward_at`, `coun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -81,16 +83,36 @@ class Tower(nn.Module):
 
     def forward_at(self, pooled: torch.Tensor, dense: torch.Tensor, w: Widths) -> torch.Tensor:
         """Logits (B,) of sub-network `w`."""
-        x = self.tokens(pooled, dense, w.d)  # (B, T, d)
+        return self.forward_many(pooled, dense, [w])[0]
+
+    def forward_many(self, pooled: torch.Tensor, dense: torch.Tensor, ws: Sequence[Widths]) -> list[torch.Tensor]:
+        """Logits (B,) of each sub-network of `ws`, computing every shared width prefix once:
+        sub-networks that agree on the first units (e.g. a wide-narrow-wide model and the TA on
+        their wide front) reuse those activations, and autograd runs their backward once. The
+        same values as `forward_at` on each."""
         split = self.cfg.num_token_blocks
-        for i, (block, width) in enumerate(zip(self.blocks, w.blocks, strict=True)):
-            if i == split:
+        memo: dict[tuple, torch.Tensor] = {}
+        out = []
+        for w in ws:
+            key: tuple = (w.d,)
+            x = memo.get(key)
+            if x is None:
+                x = memo[key] = self.tokens(pooled, dense, w.d)  # (B, T, d)
+            for i, (block, width) in enumerate(zip(self.blocks, w.blocks, strict=True)):
+                key = (*key, width)
+                hit = memo.get(key)
+                if hit is not None:
+                    x = hit
+                    continue
+                if i == split:
+                    x = self._flatten(x)  # (B, d * T)
+                if width is not None:
+                    x = block.forward_at(x, width)
+                memo[key] = x
+            if split == len(self.blocks):
                 x = self._flatten(x)
-            if width is not None:
-                x = block.forward_at(x, width)
-        if split == len(self.blocks):
-            x = self._flatten(x)
-        return self.out.forward_at(x, 1).squeeze(-1)  # (B,)
+            out.append(self.out.forward_at(x, 1).squeeze(-1))  # (B,)
+        return out
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Logits (B,) of the widest sub-network (all of this tower)."""

@@ -42,6 +42,31 @@ class LossConfig(_Strict):
     label: Literal["teacher", "event"] = "teacher"
 
 
+class ElasticConfig(_Strict):
+    """Elastic (Mix'n'Match) training: besides the Student and the TA, each step trains
+    `samples` sampled sub-networks of the nested TA (docs/architecture.md, "Elastic training").
+
+        L += weight * mean_c [ BCE(logit_c, y) + ramp(t) w_distill BCE(logit_c, stopgrad σ(logit_TA)) ]
+
+    Args:
+        rule: `sandwich` (the Student and the TA, the smallest and the largest, plus the sampled
+            sub-networks, each distilled in place from the TA) or `endpoints` (the Student and
+            the TA only: the two-endpoint training of the paper). Applies to a shared MatTA
+            model; a single-tower model or `share_params=false` has no sub-networks to sample.
+        family: where the samples come from: `wide_narrow_wide` (K drawn from 1 .. units-1, the
+            served family) or `random` (each unit wide or narrow at random, never all one way).
+        samples: sub-networks per step (distinct where the family allows).
+        weight: weight of the samples' mean loss.
+        w_distill: weight of each sample's distillation term (under the Student's ramp).
+    """
+
+    rule: Literal["sandwich", "endpoints"] = "sandwich"
+    family: Literal["wide_narrow_wide", "random"] = "wide_narrow_wide"
+    samples: int = Field(1, ge=1)
+    weight: float = Field(1.0, ge=0)
+    w_distill: float = Field(1.0, ge=0)
+
+
 class OptimConfig(_Strict):
     """Optimizers of one model (the MatTA model: `optim`; the baseline: `baseline.optim`).
 
@@ -225,6 +250,7 @@ class RunConfig(_Strict):
             Student, no distillation): the TA-sized reference of the study.
         model: model architecture (after the preset).
         loss: loss weights and schedule.
+        elastic: elastic training of the Mix'n'Match sub-networks (the sampling rule).
         optim: optimizers of the trained model.
         baseline: the production baseline trained alongside (its own optimizer settings).
         data: what the online loop accepts from a day (loss budget for dropped rows).
@@ -240,6 +266,7 @@ class RunConfig(_Strict):
     ta_alone: bool = False
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
+    elastic: ElasticConfig = ElasticConfig()
     optim: OptimConfig = OptimConfig()
     baseline: BaselineConfig = BaselineConfig()
     data: DataConfig = DataConfig()

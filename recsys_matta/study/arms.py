@@ -5,7 +5,12 @@
                            (`matta_shampoo`), `baseline.enabled=false` everywhere else
     shampoo_only           student_only=true optim.dense=shampoo
     matta_adam             MatTA, optim.dense=adam (optim.lr = the Adam lr)
-    matta_shampoo          MatTA, optim.dense=shampoo (Student and TA reported)
+    matta_shampoo          MatTA, optim.dense=shampoo, the shipped elastic rule (Student and TA
+                           reported; its Mix'n'Match sub-networks trained by `elastic`)
+    matta_shampoo_endpoints  MatTA, optim.dense=shampoo, elastic.rule=endpoints: only the Student
+                           and the TA trained (the paper's two-endpoint training)
+    matta_shampoo_random   MatTA, optim.dense=shampoo, elastic.family=random: sandwich rule with
+                           random Mix'n'Match choices instead of wide-narrow-wide ones
     matta_shampoo_noshare  MatTA, optim.dense=shampoo model.share_params=false
     matta_shampoo_nested_init  MatTA, optim.dense=shampoo model.ta_init=nested (the earlier
                            init of the shared weights, issue 12's ablation)
@@ -60,6 +65,18 @@ ARMS: tuple[Arm, ...] = (
     Arm("matta_adam", "MatTA w/o Shampoo (Adam)", ("student_only=false", "optim.dense=adam"), ("student", "ta")),
     Arm("matta_shampoo", "MatTA w/ Shampoo", ("student_only=false", "optim.dense=shampoo"), ("student", "ta")),
     Arm(
+        "matta_shampoo_endpoints",
+        "MatTA w/ Shampoo, two-endpoint training",
+        ("student_only=false", "optim.dense=shampoo", "elastic.rule=endpoints"),
+        ("student", "ta"),
+    ),
+    Arm(
+        "matta_shampoo_random",
+        "MatTA w/ Shampoo, sandwich rule, random choices",
+        ("student_only=false", "optim.dense=shampoo", "elastic.rule=sandwich", "elastic.family=random"),
+        ("student", "ta"),
+    ),
+    Arm(
         "matta_shampoo_noshare",
         "MatTA w/ Shampoo, no parameter sharing",
         ("student_only=false", "optim.dense=shampoo", "model.share_params=false"),
@@ -79,6 +96,8 @@ HOST_ARM = "matta_shampoo"  # trains the baseline of each seed
 
 STUDY_DEFAULTS = ("train.threads=1", "train.progress=false", "train.keep_checkpoints=1")
 HOST_DEFAULTS = ("train.keep_checkpoints=2",)  # Mix'n'Match loads the second-to-last day
+# (a study with days also keeps, in every shared-MatTA arm, the checkpoints the elastic frontier
+# scores from: `job_overrides(num_days=...)`)
 QUICK = (
     "preset=small",
     "train.batch_size=256",
@@ -168,16 +187,23 @@ class StudySettings(BaseModel):
             lr = resolve_config(self.config, [*STUDY_DEFAULTS, *common]).baseline.optim.lr
         return [f"optim.lr={lr!r}"]
 
-    def job_overrides(self, arm: Arm, seed: int) -> list[str]:
-        """The run-config overrides of job (arm, seed); see the module docstring."""
+    def job_overrides(self, arm: Arm, seed: int, num_days: int | None = None) -> list[str]:
+        """The run-config overrides of job (arm, seed); see the module docstring. With
+        `num_days`, a MatTA arm with one shared tower and the host arm keep the checkpoint of
+        every day before a scored day (the elastic frontier scores from them)."""
         common, per_arm = self.split_overrides()
         fixed = list(arm.overrides)
         if arm.name == "matta_adam":
             fixed += self.adam_overrides(common)
         host = arm.name == self.host_arm()
+        keep = []
+        shared = "student_only=false" in arm.overrides and "model.share_params=false" not in arm.overrides
+        if num_days is not None and (host or shared):
+            keep = [f"train.keep_checkpoints={max(2, num_days - num_days // 2 + 1)}"]
         return [
             *STUDY_DEFAULTS,
             *(HOST_DEFAULTS if host else ()),
+            *keep,
             *(QUICK if self.quick else ()),
             *common,
             *fixed,

@@ -49,7 +49,7 @@ def plan_jobs(settings: StudySettings, days: list[str]) -> list[Job]:
             config=None if settings.config is None else str(Path(settings.config).resolve()),
             workdir=str(Path(settings.out).resolve() / "runs" / arm.name / f"seed{seed}"),
             days=tuple(days),
-            overrides=tuple(settings.job_overrides(arm, seed)),
+            overrides=tuple(settings.job_overrides(arm, seed, len(days))),
         )
         for seed in settings.seed_list()
         for arm in arms
@@ -125,6 +125,7 @@ def build_report(
         figures["auc_loss_per_day"] = "figures/auc_loss_per_day.png"
     host_job = next(j for j in jobs if j.arm == host and j.seed == seeds[0])
     mix = _mixnmatch(host_job, spec, days, out, figures, echo)
+    elastic = _elastic(jobs, host, spec, days, _eval_label(host_job), out, figures, echo)
     pre = _preconditioner(host_job, spec, out, figures, echo)
     meta = {
         "name": name,
@@ -144,6 +145,7 @@ def build_report(
             for o in outcomes
         },
         "mixnmatch": mix,
+        "elastic": elastic,
         "preconditioner": pre,
         "figures": figures,
         "settings": settings.model_dump(mode="json"),
@@ -173,6 +175,21 @@ def _mixnmatch(job: Job, spec, days: list[str], out: Path, figures: dict, echo: 
         return {"skipped": str(e)}
     figures["frontier"] = "mixnmatch/frontier.png"
     return {**report, "seed": job.seed}
+
+
+def _elastic(jobs: list[Job], host: str, spec, days: list[str], label: str, out: Path, figures: dict, echo: Echo) -> dict:
+    from recsys_matta.study.elastic import elastic_frontier, plot_elastic_frontier, shared_matta_arms
+
+    if not shared_matta_arms(sorted({j.arm for j in jobs})):
+        return {"skipped": "no shared MatTA arm"}
+    try:
+        frontier = elastic_frontier(jobs, host, spec, days, label, echo)
+    except UserError as e:
+        echo(f"elastic frontier skipped: {e}")
+        return {"skipped": str(e)}
+    plot_elastic_frontier(frontier, out / "figures" / "elastic_frontier.png")
+    figures["elastic_frontier"] = "figures/elastic_frontier.png"
+    return frontier
 
 
 def _preconditioner(job: Job, spec, out: Path, figures: dict, echo: Echo) -> dict:

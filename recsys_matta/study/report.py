@@ -26,6 +26,7 @@ END = "<!-- END study-report -->"
 FIGURES = {
     "auc_loss_per_day": "AucLoss per day (mean over seeds)",
     "frontier": "Mix'n'Match frontier (dense params vs AucLoss, baseline dashed)",
+    "elastic_frontier": "Wide-narrow-wide frontier per training rule (dense params vs AucLoss relative to the baseline, mean ± std over seeds)",
     "preconditioner": "Shampoo factors of the first nested MLP layer, Student block outlined (paper Figure 4)",
 }
 MODEL_TITLES = {"student": "Student", "ta": "TA"}
@@ -183,6 +184,20 @@ def section(name: str, results: dict, meta: dict, figures: dict[str, str], tunin
         ]
     else:
         out += [f"Not available: {mix.get('skipped', 'not run')}.", ""]
+    el = meta.get("elastic") or {}
+    out += ["### Elastic Students: the wide-narrow-wide frontier per training rule", ""]
+    if "arms" in el:
+        from recsys_matta.study.elastic import frontier_markdown
+
+        out += [
+            f"Every K of the sweep extracted from each MatTA arm's checkpoint of the day before each scored day "
+            f"({_range(el.get('scored_days', []))}), scored on that day against the same seed's baseline: per seed the "
+            f"mean over the scored days; mean ± std over seeds. FLOPs and latency: one seed's model, this machine.",
+            "",
+            frontier_markdown(el),
+        ]
+    else:
+        out += [f"Not available: {el.get('skipped', 'not run')}.", ""]
     pre = meta.get("preconditioner") or {}
     out += ["### Shampoo preconditioner (Figure 4 shape)", ""]
     if "left_block_share" in pre:

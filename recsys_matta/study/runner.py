@@ -68,8 +68,17 @@ class Job:
             "spec": self.spec,
             "data": self.data,
             "config": self.config,
-            "overrides": list(self.overrides),
+            "overrides": result_overrides(self.overrides),
         }
+
+
+# settings that change what a job keeps or shows, not what it computes: a resumed job may differ
+NO_RESULT_KEYS = ("train.keep_checkpoints", "train.progress")
+
+
+def result_overrides(overrides) -> list[str]:
+    """`overrides` without the keys of `NO_RESULT_KEYS`."""
+    return [o for o in overrides if o.partition("=")[0] not in NO_RESULT_KEYS]
 
 
 def done_days(workdir: str | Path) -> list[str]:
@@ -90,6 +99,7 @@ def check_identity(job: Job) -> None:
     started = bool(done_days(folder)) or any((folder / "checkpoints").glob("day=*.pt"))
     if path.is_file() and started:  # a job that never finished a day may change its settings
         old = json.loads(path.read_text())
+        old["overrides"] = result_overrides(old.get("overrides", []))
         if old != job.identity():
             changed = sorted(k for k in job.identity() if old.get(k) != job.identity()[k])
             raise UserError(

@@ -52,17 +52,17 @@ def version_tags(
 
 
 def register(
-    model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, Any] | None = None
+    model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, Any] | None = None, alias: str = CANDIDATE
 ) -> int:
     """Register `model_uri` as a new version of `name` (created when missing), tag it, point
-    alias `candidate` at it, and return the version number."""
+    `alias` (default `candidate`) at it, and return the version number."""
     import mlflow
 
-    str_tags = {k: _fmt(v) for k, v in (tags or {}).items()}
+    str_tags = {k: _fmt(v) for k, v in (tags or {}).items() if v is not None}
     mv = mlflow.register_model(model_uri, name, tags=str_tags)
     version = int(mv.version)
-    _client().set_registered_model_alias(name, CANDIDATE, str(version))
-    log.info("registered %s version %d (%s) as %r", name, version, model_uri, CANDIDATE)
+    _client().set_registered_model_alias(name, alias, str(version))
+    log.info("registered %s version %d (%s) as %r", name, version, model_uri, alias)
     return version
 
 

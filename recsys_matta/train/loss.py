@@ -1,9 +1,13 @@
-"""The MatTA loss (paper section 3.1, binary case; DESIGN.md section 5).
+"""The MatTA loss (paper section 3.1, binary case; docs/architecture.md, "The loss").
 
     L_S  = BCE(σ(logit_S),  y)
     L_TA = BCE(σ(logit_TA), y)
     L_D  = BCE(σ(logit_S),  stopgrad(σ(logit_TA)))     # no gradient reaches the TA through L_D
     L    = ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D
+         + ω_E mean_c [BCE(σ(logit_c), y) + ramp(t) ω_ED BCE(σ(logit_c), stopgrad(σ(logit_TA)))]
+
+The last line is elastic training (recsys_matta.train.elastic): the sampled Mix'n'Match
+sub-networks c of the step, each on the label and distilled in place from the TA.
 
 All terms from logits with `binary_cross_entropy_with_logits` (stable for large |logit|).
 The production baseline trains on `baseline_loss` = BCE(σ(logit_B), y), nothing else.
@@ -11,13 +15,14 @@ The production baseline trains on `baseline_loss` = BCE(σ(logit_B), y), nothing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recsys_matta.specs.config import LossConfig
+from recsys_matta.specs.config import ElasticConfig, LossConfig
 
 
 def distill_ramp(step: int, delay: int, ramp: int) -> float:
@@ -41,6 +46,7 @@ class LossTerms:
     ta: Tensor | None
     distill: Tensor | None
     ramp: float
+    elastic: Tensor | None = None
 
     def detached(self) -> dict[str, Tensor]:
         """Each term as a detached 0-d tensor, keyed `loss/<term>` (no device sync)."""
@@ -50,13 +56,22 @@ class LossTerms:
         if self.distill is not None:
             out["loss/distill"] = self.distill
             out["loss/distill_ramp"] = torch.tensor(self.ramp)
+        if self.elastic is not None:
+            out["loss/elastic"] = self.elastic
         return out
 
 
 def matta_loss(
-    logit_s: Tensor, logit_ta: Tensor | None, y: Tensor, step: int, cfg: LossConfig
+    logit_s: Tensor,
+    logit_ta: Tensor | None,
+    y: Tensor,
+    step: int,
+    cfg: LossConfig,
+    extra: Sequence[Tensor] = (),
+    elastic: ElasticConfig | None = None,
 ) -> LossTerms:
-    """logit_s, logit_ta, y: (B,). `logit_ta=None` is the Student-only loss ω_S L_S."""
+    """logit_s, logit_ta, y and each of `extra` (the sampled sub-networks' logits): (B,).
+    `logit_ta=None` is the Student-only loss ω_S L_S."""
     l_s = F.binary_cross_entropy_with_logits(logit_s, y)
     if logit_ta is None:
         total = cfg.w_student * l_s
@@ -65,7 +80,17 @@ def matta_loss(
     l_d = F.binary_cross_entropy_with_logits(logit_s, torch.sigmoid(logit_ta.detach()))
     r = distill_ramp(step, cfg.distill_delay, cfg.distill_ramp)
     total = cfg.w_student * l_s + cfg.w_ta * l_ta + (r * cfg.w_distill) * l_d
-    return LossTerms(total, l_s.detach(), l_ta.detach(), l_d.detach(), r)
+    if not extra:
+        return LossTerms(total, l_s.detach(), l_ta.detach(), l_d.detach(), r)
+    if elastic is None:
+        raise ValueError("sampled sub-network logits need the elastic config (its weights)")
+    p_ta = torch.sigmoid(logit_ta.detach())
+    l_e = sum(
+        F.binary_cross_entropy_with_logits(c, y) + (r * elastic.w_distill) * F.binary_cross_entropy_with_logits(c, p_ta)
+        for c in extra
+    ) / len(extra)
+    total = total + elastic.weight * l_e
+    return LossTerms(total, l_s.detach(), l_ta.detach(), l_d.detach(), r, l_e.detach())
 
 
 def baseline_loss(logit_b: Tensor, y: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
-"""The one training step: MatTA model + production baseline -> their losses (DESIGN.md section 5).
+"""The one training step: MatTA model + production baseline -> their losses
+(docs/architecture.md, "The loss").
 
     TrainStep(batch) -> (loss (1,), terms)
-        logit_S, logit_TA = model(batch)              # shared tables run once
-        loss  = matta_loss(logit_S, logit_TA, y, step)  # ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D
+        choices = sample_choices(cfg, elastic, seed, step)      # elastic: sampled sub-networks
+        logit_S, logit_TA, logit_c = model.forward_elastic(batch, choices)  # tables run once
+        loss  = matta_loss(logit_S, logit_TA, y, step, logit_c)  # ω_S L_S + ω_TA L_TA + ramp ω_D L_D
+                                                                 # + ω_E mean_c L_c
               + baseline_loss(baseline(batch), y)     # disjoint parameters: one backward gives
                                                       # each model the gradient of its own loss
     run_steps(step, optimizers, batches): forward -> finite check -> zero_grad -> backward -> step
@@ -25,7 +28,8 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recsys_matta.data.batch import Batch
-from recsys_matta.specs.config import LossConfig
+from recsys_matta.specs.config import ElasticConfig, LossConfig
+from recsys_matta.train.elastic import sample_choices
 from recsys_matta.train.loss import baseline_loss, matta_loss
 
 
@@ -44,19 +48,34 @@ class StepResult:
 class TrainStep(nn.Module):
     """MatTA model + trained baseline; `forward(batch) -> (loss (1,), terms)` with `terms` the
     detached loss terms (`loss/total`, `loss/student`, `loss/ta`, `loss/distill`,
-    `loss/distill_ramp`, `loss/baseline`) as 0-d tensors.
+    `loss/distill_ramp`, `loss/elastic`, `loss/baseline`) as 0-d tensors.
 
     Args:
         model: the MatTA model (or the Student alone).
         baseline: the production baseline to train alongside, or None (none, or frozen).
         loss_cfg: MatTA loss weights and schedule.
         label: training label (`teacher` or `event`).
+        elastic: elastic training (sampled Mix'n'Match sub-networks); None or the `endpoints`
+            rule trains the Student and the TA only. Ignored by a model without sub-networks
+            (Student or TA alone, `share_params=false`).
+        seed: the run's seed; the sampled sub-networks depend only on (seed, step).
     """
 
-    def __init__(self, model: nn.Module, baseline: nn.Module | None, loss_cfg: LossConfig, label: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        baseline: nn.Module | None,
+        loss_cfg: LossConfig,
+        label: str,
+        elastic: ElasticConfig | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.model, self.baseline = model, baseline
         self.loss_cfg, self.label = loss_cfg, label
+        nested = not getattr(model, "student_only", True) and model.cfg.share_params
+        self.elastic = elastic if nested and elastic is not None and elastic.rule != "endpoints" else None
+        self.seed = seed
         self.step = 0  # optimizer steps so far (the distillation ramp reads it)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -65,8 +84,9 @@ class TrainStep(nn.Module):
             # (`batch.sparse`); the real step below reaches the same collections via the models.
             return tuple(m.ebc(batch.sparse) for m in (self.model, self.baseline) if m is not None)
         y = batch.label(self.label)  # (B,)
-        logit_s, logit_ta = self.model(batch)  # (B,), (B,) or None
-        terms = matta_loss(logit_s, logit_ta, y, self.step, self.loss_cfg)
+        choices = [] if self.elastic is None else sample_choices(self.model.cfg, self.elastic, self.seed, self.step)
+        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices)  # (B,), (B,) or None, [(B,)]
+        terms = matta_loss(logit_s, logit_ta, y, self.step, self.loss_cfg, extra, self.elastic)
         total, out = terms.total, terms.detached()
         if self.baseline is not None:
             loss_b = baseline_loss(self.baseline(batch)[0], y)

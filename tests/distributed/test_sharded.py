@@ -274,8 +274,13 @@ def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
         tr.run(DAYS[:1])
         ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
         good = ckpt.read_bytes()
-        forward = tr.model.forward
-        tr.model.forward = lambda batch: tuple(x * float("nan") for x in forward(batch))
+        forward = tr.model.forward_elastic
+
+        def nan_forward(batch, choices):
+            s, t, extra = forward(batch, choices)
+            return s * float("nan"), t, extra
+
+        tr.model.forward_elastic = nan_forward
         with pytest.raises(NonFiniteLossError, match=f"non-finite loss on day {DAYS[1]} at step 8"):
             tr.run(DAYS)
         assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]] and ckpt.read_bytes() == good

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from rich.console import Console
 
+from recsys_matta.errors import UserError
 from recsys_matta.jobs.commands import compare, extract_command, register_latest
 from recsys_matta.jobs.daily import run_daily
 from tests.tiny import DAYS, SPEC_PATH, TINY
@@ -33,7 +34,7 @@ def test_compare_extract_register_on_a_finished_run(synthetic_root, tmp_path):
     assert rows[1]["baseline"] == pytest.approx(records[1]["baseline"]["auc_loss"])
     assert 0.0 < rows[1]["champion"] < 0.5  # the registered champion re-scored on the day
 
-    report = extract_command(SPEC_PATH, synthetic_root, work, None, [2], 10_000, None, [], console)
+    report = extract_command(SPEC_PATH, synthetic_root, work, None, [2, 4], "10000", None, [], console)
     assert report["days"] == [DAYS[2]]  # default: the day after the last trained day
     sizes = sorted(r["dense_params"] for r in report["models"])
     best = report["budget"]["best"]
@@ -42,8 +43,22 @@ def test_compare_extract_register_on_a_finished_run(synthetic_root, tmp_path):
     assert best["auc_loss"] == min(r["auc_loss"] for r in fits)
     assert sizes[0] == next(r for r in report["models"] if r["is_student"])["dense_params"]
     c = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", registry_uri=f"sqlite:///{work / 'mlflow.db'}")
-    [v] = c.search_model_versions("name='matta-student-wnw2'")
-    assert v.tags["k"] == "2"
+    by_k = {r["k"]: r for r in report["models"] if r["k"] is not None}
+    for k in (2, 4):  # one registered model, each size under its own alias, its cost as tags
+        v = c.get_model_version_by_alias("matta-student-elastic", f"wnw-k{k}")
+        assert v.tags["k"] == str(k) and int(v.tags["dense_params"]) == by_k[k]["dense_params"]
+        assert float(v.tags["flops_per_example"]) == pytest.approx(by_k[k]["flops_per_example"])
+        assert float(v.tags["latency_ms_per_1000"]) > 0
+    assert by_k[2]["flops_per_example"] < by_k[4]["flops_per_example"]
+
+    # a FLOP budget and a latency budget pick within their own column
+    flops = extract_command(SPEC_PATH, synthetic_root, work, None, [], "flops=" + str(by_k[2]["flops_per_example"]), None, [], console)
+    assert flops["budget"]["best"]["flops_per_example"] <= by_k[2]["flops_per_example"]
+    slow = max(r["latency_ms_per_1000"] for r in flops["models"])
+    lat = extract_command(SPEC_PATH, synthetic_root, work, None, [], f"latency_ms={slow}", None, [], console)
+    assert lat["budget"]["best"]["auc_loss"] == min(r["auc_loss"] for r in lat["models"] if r["latency_ms_per_1000"] <= slow)
+    with pytest.raises(UserError, match="unknown budget 'watts'"):
+        extract_command(SPEC_PATH, synthetic_root, work, None, [], "watts=3", None, [], console)
 
     before = len(c.search_model_versions("name='matta-student'"))
     register_latest(SPEC_PATH, synthetic_root, work, None, [], console)

@@ -60,6 +60,29 @@ def test_forward_shapes_and_choice_paths_agree():
     assert torch.equal(m.forward_choice(batch, ta_choice(TINY_CFG)), t)
 
 
+def test_forward_elastic_shares_prefixes_and_matches_each_choice():
+    m = _model()
+    batch = make_batch(TINY_SPEC, 6)
+    n = TINY_CFG.num_units
+    choices = [wide_narrow_wide(TINY_CFG, k) for k in range(1, n)]
+    calls = []
+    for i, block in enumerate(m.tower.blocks):
+        orig = block.forward_at
+        block.forward_at = lambda x, w, orig=orig, i=i: calls.append((i, w)) or orig(x, w)
+    s, t, extra = m.forward_elastic(batch, choices)
+    alone = []
+    for i, block in enumerate(m.tower.blocks):
+        del block.forward_at
+    for c in choices:
+        alone.append(m.forward_choice(batch, c))
+    assert torch.equal(s, m(batch)[0]) and torch.equal(t, m(batch)[1])
+    for got, want in zip(extra, alone, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # the first block runs once per distinct (d, width) prefix, not once per sub-network
+    first = {(c.widths(TINY_CFG).d, c.widths(TINY_CFG).blocks[0]) for c in [student_choice(TINY_CFG), ta_choice(TINY_CFG), *choices]}
+    assert sum(i == 0 for i, _ in calls) == len(first) < len(choices) + 2
+
+
 def test_student_reads_exactly_the_first_d_s_dims():
     m = _model()
     batch = make_batch(TINY_SPEC, 6)

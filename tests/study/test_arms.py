@@ -22,15 +22,23 @@ def test_every_arm_and_seed_gets_its_configuration(tmp_path):
     s = _settings(tmp_path, seeds=2, overrides=["optim.lr=0.01", "matta_adam:loss.w_distill=0.5"])
     jobs = plan_jobs(s, DAYS)
     assert [(j.arm, j.seed) for j in jobs[:4]] == [
-        ("matta_shampoo", 0), ("shampoo_only", 0), ("matta_adam", 0), ("matta_shampoo_noshare", 0)
+        ("matta_shampoo", 0), ("shampoo_only", 0), ("matta_adam", 0), ("matta_shampoo_endpoints", 0)
     ]
-    assert len(jobs) == 12 and all(j.days == tuple(DAYS) for j in jobs)
+    assert len(jobs) == 16 and all(j.days == tuple(DAYS) for j in jobs)
     assert jobs[0].workdir.endswith("study/runs/matta_shampoo/seed0")
     c = _cfgs(s)
     host = c[("matta_shampoo", 1)]
     assert host.baseline.enabled and host.optim.dense == "shampoo" and not host.student_only
     assert host.train.seed == 1 and host.train.threads == 1 and not host.train.progress
-    assert host.train.keep_checkpoints == 2 and c[("matta_adam", 1)].train.keep_checkpoints == 1
+    # the host and every shared-MatTA arm keep the checkpoints the elastic frontier scores from
+    assert host.train.keep_checkpoints == 2 and c[("shampoo_only", 1)].train.keep_checkpoints == 1
+    assert c[("matta_adam", 1)].train.keep_checkpoints == 2
+    assert c[("matta_shampoo_noshare", 1)].train.keep_checkpoints == 1
+    long = {(j.arm, j.seed): resolve_config(None, list(j.overrides)) for j in plan_jobs(s, [f"2026-01-0{i}" for i in range(1, 9)])}
+    assert long[("matta_shampoo_random", 0)].train.keep_checkpoints == 5  # 4 scored days + 1
+    assert host.elastic.rule == "sandwich" and host.elastic.family == "wide_narrow_wide"
+    assert c[("matta_shampoo_endpoints", 0)].elastic.rule == "endpoints"
+    assert c[("matta_shampoo_random", 0)].elastic.family == "random"
     assert host.optim.lr == 0.01 and host.model.share_params
     so = c[("shampoo_only", 0)]
     assert so.student_only and so.optim.dense == "shampoo" and not so.baseline.enabled
@@ -52,7 +60,7 @@ def test_adam_lr_option_and_quick_mode(tmp_path):
     c = _cfgs(s)
     assert c[("matta_adam", 1)].optim.lr == 0.02
     assert c[("matta_shampoo", 0)].preset == "small" and c[("matta_shampoo", 0)].train.max_batches_per_day == 20
-    head = [*STUDY_DEFAULTS, *HOST_DEFAULTS, *QUICK]
+    head = [*STUDY_DEFAULTS, *HOST_DEFAULTS, "train.keep_checkpoints=2", *QUICK]
     assert list(plan_jobs(s, DAYS)[0].overrides[: len(head)]) == head  # the host job
 
 

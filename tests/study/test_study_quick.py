@@ -53,6 +53,16 @@ def test_quick_study_report_structure_resume_and_merge(synthetic_root, tmp_path)
     assert ds["matta_shampoo"]["student"]["auc_loss_per_seed"][0] == pytest.approx(seed0)
     base0 = sum(recs[d].baseline.auc_loss for d in DAYS[1:]) / 2
     assert ds["matta_shampoo"]["student"]["rel_improvement_per_seed"][0] == pytest.approx((seed0 - base0) / base0)
+    # the elastic frontier: every MatTA arm with one shared tower, scored like the arms (K=0, the
+    # extracted Student, reproduces the arm's own progressive-validation Student; same baseline)
+    meta = json.loads((out / "study.json").read_text())
+    frontier = meta["elastic"]["arms"]
+    assert set(frontier) == {"matta_adam", "matta_shampoo", "matta_shampoo_endpoints", "matta_shampoo_random", "matta_shampoo_nested_init"}
+    rows = {r["k"]: r for r in frontier["matta_shampoo"]["rows"]}
+    assert rows[0]["auc_loss_per_seed"][0] == pytest.approx(seed0, rel=1e-4)
+    assert rows[0]["rel_improvement_per_seed"][0] == pytest.approx((seed0 - base0) / base0, rel=1e-3, abs=1e-6)
+    assert max(rows) == frontier["matta_shampoo"]["rows"][-1]["k"] and rows[max(rows)]["flops_per_example"] > rows[0]["flops_per_example"]
+    assert "### Elastic Students" in (out / "results.md").read_text()
     # the baseline is trained once per seed, in the host arm only
     assert records_by_day(out / "runs" / "matta_adam" / "seed1")[DAYS[0]].baseline is None
 
@@ -84,6 +94,6 @@ def test_quick_study_report_structure_resume_and_merge(synthetic_root, tmp_path)
     assert res.exit_code == 0, res.output
     assert json.loads((docs / "results.json").read_text()) == {"synth": ds}
     assert sorted(p.name for p in (docs / "figures").iterdir()) == [
-        "synth-auc_loss_per_day.png", "synth-frontier.png", "synth-preconditioner.png"
+        "synth-auc_loss_per_day.png", "synth-elastic_frontier.png", "synth-frontier.png", "synth-preconditioner.png"
     ]
     assert "Tuned nothing (smoke test)." in (docs / "results.md").read_text()

@@ -122,13 +122,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(spec, synthetic_ro
     tr.run(DAYS[:1])
     ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
     good = ckpt.read_bytes()
-    orig_forward = tr.model.forward
+    orig_forward = tr.model.forward_elastic
 
-    def nan_forward(batch):
-        s, t = orig_forward(batch)
-        return s * float("nan"), t
+    def nan_forward(batch, choices):
+        s, t, extra = orig_forward(batch, choices)
+        return s * float("nan"), t, extra
 
-    tr.model.forward = nan_forward
+    tr.model.forward_elastic = nan_forward
     with pytest.raises(NonFiniteLossError, match=f"non-finite loss .* day {DAYS[1]}"):
         tr.run(DAYS[:2])
     assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]]
