@@ -169,8 +169,10 @@ def test_two_processes_match_one(runs):
     _assert_metrics(r2[1], natural[1], NATURAL_TOL)
     for a, b in zip(r2, union):  # same rows per step: same training
         _assert_metrics(a, b, EXACT)
-    # training happened: day 2 is not day 1's model again
-    assert r2[1]["student"]["auc_loss"] < r2[0]["student"]["auc_loss"] - 0.01
+    # training happened: day 2 is not day 1's model again (8 steps of 256 rows move the Student's
+    # AucLoss by 0.008 under the default elastic rule, 0.013 with the two end points alone; the
+    # models are compared to 6 decimals above, so 0.004 is far outside float noise)
+    assert r2[1]["student"]["auc_loss"] < r2[0]["student"]["auc_loss"] - 0.004
     for name, r in (("2 processes x 128 rows", r2), ("1 process x 256 rows", natural)):  # for the record
         print(f"{name}: train ms/step per day", [round(1000 * d["seconds"]["train"] / d["train_steps"]) for d in r])
 
