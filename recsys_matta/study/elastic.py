@@ -22,6 +22,7 @@ from pathlib import Path
 
 from recsys_matta.errors import UserError
 from recsys_matta.study.arms import ARM_BY_NAME
+from recsys_matta.study.report import format_pct, format_pm
 from recsys_matta.study.results import mean_std, scored_days
 
 MONOTONE_TOL = 0.001  # 0.1% relative per step of K
@@ -154,11 +155,15 @@ def frontier_markdown(frontier: dict) -> str:
             lat = r.get("latency_ms_per_1000")
             out.append(
                 f"| {r['k']} | {r.get('choice', '')} | {r.get('dense_params', 0):,} | {r.get('flops_per_example', 0):,.0f} | "
-                f"{'-' if lat is None else f'{lat:.2f}'} | {r['auc_loss_mean']:.5f} ± {r['auc_loss_std']:.5f} | "
-                f"{100 * r['rel_improvement_mean']:+.2f}% ± {100 * r['rel_improvement_std']:.2f}% | {len(r['seeds'])} |"
+                f"{'-' if lat is None else f'{lat:.2f}'} | {format_pm(r['auc_loss_mean'], r['auc_loss_std'])} | "
+                f"{format_pct(r['rel_improvement_mean'], r['rel_improvement_std'])} | {len(r['seeds'])} |"
             )
         out.append("")
     return "\n".join(out)
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 def plot_elastic_frontier(frontier: dict, path: Path) -> None:
@@ -173,7 +178,7 @@ def plot_elastic_frontier(frontier: dict, path: Path) -> None:
         rows = a["rows"]
         xs = [r.get("dense_params", r["k"]) for r in rows]
         ys = [100 * r["rel_improvement_mean"] for r in rows]
-        es = [100 * (r["rel_improvement_std"] if math.isfinite(r["rel_improvement_std"]) else 0) for r in rows]
+        es = [100 * (r["rel_improvement_std"] if _finite(r["rel_improvement_std"]) else 0) for r in rows]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=ARM_BY_NAME[arm].title)
         for x, y, r in zip(xs, ys, rows):
             ax.annotate(f"K{r['k']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -40,13 +40,13 @@ def _num(x: float | None, digits: int = 5) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _pm(mean: float | None, std: float | None, digits: int = 5) -> str:
+def format_pm(mean: float | None, std: float | None, digits: int = 5) -> str:
     if mean is None or not math.isfinite(mean):
         return "–"
     return _num(mean, digits) + ("" if std is None or not math.isfinite(std) else f" ± {_num(std, digits)}")
 
 
-def _pct(mean: float | None, std: float | None) -> str:
+def format_pct(mean: float | None, std: float | None) -> str:
     if mean is None or not math.isfinite(mean):
         return "–"
     s = f"{100 * mean:+.2f}%"
@@ -64,10 +64,10 @@ def table3(results: dict, metric: str = "auc_loss") -> str:
         for model, s in models.items():
             if f"{metric}_mean" not in s:
                 continue
-            r = "—" if arm == BASELINE else _pct(s.get(f"{rel}_mean"), s.get(f"{rel}_std"))
+            r = "—" if arm == BASELINE else format_pct(s.get(f"{rel}_mean"), s.get(f"{rel}_std"))
             lines.append(
                 f"| {arm_title(arm)} | {MODEL_TITLES.get(model, model)} | "
-                f"{_pm(s.get(f'{metric}_mean'), s.get(f'{metric}_std'))} | {r} | {len(s.get('seeds', []))} |"
+                f"{format_pm(s.get(f'{metric}_mean'), s.get(f'{metric}_std'))} | {r} | {len(s.get('seeds', []))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -85,8 +85,8 @@ def table4(results: dict) -> str | None:
         cells = []
         for model in ("student", "ta"):
             s = results.get(arm, {}).get(model, {})
-            cells.append(_pm(s.get("auc_loss_mean"), s.get("auc_loss_std")))
-            cells.append(_pct(s.get("rel_improvement_mean"), s.get("rel_improvement_std")))
+            cells.append(format_pm(s.get("auc_loss_mean"), s.get("auc_loss_std")))
+            cells.append(format_pct(s.get("rel_improvement_mean"), s.get("rel_improvement_std")))
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -139,7 +139,7 @@ def comparisons_table(results: dict) -> str | None:
             continue
         sig = "–" if not math.isfinite(c["sigmas"]) else f"{c['sigmas']:+.2f}"
         lines.append(
-            f"| {title} | {c['diff']:+.5f} | {_pct(c['rel_mean'], c['rel_std'])} | "
+            f"| {title} | {c['diff']:+.5f} | {format_pct(c['rel_mean'], c['rel_std'])} | "
             f"{c['a_better_seeds']} of {len(c['seeds'])} seeds | {sig} |"
         )
     return "\n".join(lines) + "\n" if len(lines) > 2 else None
