@@ -1,13 +1,15 @@
-"""World-size-independent state of sharded models (recsys_matta.distributed.sharded).
+"""World-size-independent state of the engine's models (recsys_matta.distributed.sharded).
 
 Checkpoints are world-size independent: `gather_model_state` / `ShardedModelOptimizer.
-gather_state_dict` return exactly what the plain modules and `ModelOptimizer` save (full tensors,
-rank 0 only); `load_full_state` / `load_state_dict` copy full tensors into the local shards of any
-world size. Gathering a table sends each rank's shards to rank 0 (`ShardedTensor.gather`): only
-rank 0 ever holds a full table (one at a time), the others at most their own shards. Limits:
-every rank reads the whole checkpoint (host memory = one full copy), row-wise Adagrad
-accumulators (one float per row) are summed over the ranks in full-length buffers, and the fresh
-model is initialised in full on every rank before sharding; a column-wise split table keeps one Adagrad
+gather_state_dict` return the plain format (full tensors, rank 0 only: the plain modules' state
+dict, and the dense optimizer's state next to TorchRec's `RowWiseAdagrad` state dict for the
+tables); `load_full_state` / `load_state_dict` copy full tensors into the local shards of any
+world size, one process (world size 1) included. Gathering a table sends each rank's shards to
+rank 0 (`ShardedTensor.gather`): only rank 0 ever holds a full table (one at a time), the others
+at most their own shards. The fresh tables are never built in full: `init_tables` fills each
+rank's shards chunk by chunk, the same rows at any world size. Limits: every rank reads the whole
+checkpoint (host memory = one full copy), row-wise Adagrad accumulators (one float per row) are
+summed over the ranks in full-length buffers; a column-wise split table keeps one Adagrad
 accumulator per column shard (FBGEMM), saved as their width-weighted mean and loaded as that value
 in every column shard (exact for table-wise and row-wise sharding; the weights are always exact).
 data_parallel tables are not offered (their dense kernel would leave them to the dense optimizer).
@@ -22,6 +24,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys_matta.errors import UserError
+from recsys_matta.models.embedding import INIT_CHUNK_ROWS, init_rows
 from recsys_matta.specs.config import OptimConfig
 from recsys_matta.train.optim import DenseOptimizer, Shampoo, make_dense_optimizer, split_parameters
 
@@ -92,10 +95,32 @@ def load_full_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                 raise UserError(f"checkpoint key {k}: {e}") from None
 
 
+def init_tables(model: nn.Module, seed: int) -> None:
+    """Fill the tables of `model` (plain or sharded over any world size) with their initial rows
+    (`init_rows`): each rank writes its local shards only, one init chunk at a time."""
+    with torch.no_grad():
+        for key, v in model.state_dict().items():
+            if not (key.startswith(TABLE_PREFIX) and key.endswith(".weight")):
+                continue
+            table, (rows, dim) = key[len(TABLE_PREFIX) : -len(".weight")], v.shape
+            if isinstance(v, ShardedTensor):
+                shards = [(s.tensor, s.metadata.shard_offsets, s.metadata.shard_sizes) for s in v.local_shards()]
+            else:
+                shards = [(v, [0, 0], list(v.shape))]
+            for t, (r0, c0), (n, w) in shards:
+                cols = slice(c0, c0 + w)
+                a = r0
+                while a < r0 + n:
+                    b = min(r0 + n, (a // INIT_CHUNK_ROWS + 1) * INIT_CHUNK_ROWS)
+                    t[a - r0 : b - r0].copy_(init_rows(seed, table, rows, dim, a, b, cols))
+                    a = b
+
+
 # ---- optimizers --------------------------------------------------------------------------------
 def _rowwise_state_dict(sums: list[torch.Tensor], steps: int, cfg: OptimConfig) -> dict:
-    """`sums` (rows,) per table -> the state dict of TorchRec's Python `RowWiseAdagrad` (what
-    `ModelOptimizer` saves), built by that optimizer itself so the formats cannot drift."""
+    """`sums` (rows,) per table -> the state dict of TorchRec's Python `RowWiseAdagrad` (the
+    checkpoint's format for the tables' optimizer, since the first checkpoints), built by that
+    optimizer itself so the format cannot drift."""
     params = [nn.Parameter(torch.zeros(len(s), 1)) for s in sums]
     opt = RowWiseAdagrad(params, lr=cfg.embedding_lr, eps=cfg.embedding_eps)
     for p, s in zip(params, sums):
@@ -122,10 +147,10 @@ def _column_shards(weight: torch.Tensor) -> list[int]:
 
 
 class ShardedModelOptimizer:
-    """`ModelOptimizer` for a model inside DMP: the tables step inside backward (FBGEMM's fused
-    row-wise Adagrad, set up by `apply_optimizer_in_backward`), everything else with the dense
-    optimizer. Its checkpoint (`gather_state_dict` / `load_state_dict`) has `ModelOptimizer`'s
-    format.
+    """The optimizers of one model inside DMP: the tables step inside backward (FBGEMM's fused
+    sparse row-wise Adagrad, set up by `apply_optimizer_in_backward`), everything else with the
+    dense optimizer. Its checkpoint (`gather_state_dict` / `load_state_dict`) is world-size
+    independent: `{"dense": dense optimizer state, "embedding": RowWiseAdagrad state dict}`.
 
     Args:
         model: the model after DMP (its `ebc` sharded).
@@ -171,8 +196,8 @@ class ShardedModelOptimizer:
         return _sum_ranks(full)
 
     def gather_state_dict(self) -> dict | None:
-        """`ModelOptimizer.state_dict()` of the unsharded equivalent, on rank 0 (None elsewhere).
-        Collective."""
+        """The plain-format optimizer state (any world size writes the same), on rank 0 (None
+        elsewhere). Collective."""
         live = self.model.state_dict()
         fused = self._fused_states(self.model.ebc.fused_optimizer.state_dict())
         sums = []
@@ -192,7 +217,7 @@ class ShardedModelOptimizer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Load `ModelOptimizer`'s format (from any world size, or from one plain process)."""
+        """Load the plain format (written at any world size)."""
         self.dense.load_state_dict(state["dense"])
         live = self.model.state_dict()
         sums, self.steps = _rowwise_sums(state["embedding"], [live[t].shape[0] for t in self.tables], self.cfg)

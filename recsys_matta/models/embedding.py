@@ -3,6 +3,8 @@ once per batch, read by every tower (the Student reads the first d_S dims: Matry
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -10,9 +12,12 @@ from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from recsys_matta.specs import FeatureSpec
 
-# Rows start uniform in [-EMBEDDING_INIT, EMBEDDING_INIT] (same in sharded tables: TorchRec's
-# FBGEMM kernels honour weight_init_min / weight_init_max).
+# Rows start uniform in [-EMBEDDING_INIT, EMBEDDING_INIT] (plain modules: torchrec's
+# weight_init_min / weight_init_max; trained tables: `init_rows`, chunk by chunk).
 EMBEDDING_INIT = 0.05
+# Rows per chunk of the trained tables' init: each chunk has its own generator, so any shard
+# (rows x columns) of a table is filled without building the table, on any world size.
+INIT_CHUNK_ROWS = 1 << 16
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
@@ -46,6 +51,28 @@ def build_ebc(
     return EmbeddingBagCollection(
         tables=table_configs(spec, dim, pooling), device=None if device is None else torch.device(device)
     )
+
+
+def _chunk_seed(seed: int, table: str, chunk: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{table}/{chunk}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def init_rows(
+    seed: int, table: str, num_rows: int, dim: int, start: int, stop: int, col: slice = slice(None)
+) -> torch.Tensor:
+    """Initial rows [start, stop) of table `table` ((num_rows, dim), CPU float32), columns `col`:
+    uniform in [-EMBEDDING_INIT, EMBEDDING_INIT] from one generator per
+    `INIT_CHUNK_ROWS` rows seeded by (seed, table, chunk). Deterministic, and the same whatever
+    the sharding: the table is never built in full (memory: one chunk), every shard reads its
+    own rows and columns."""
+    out = []
+    for c in range(start // INIT_CHUNK_ROWS, (stop - 1) // INIT_CHUNK_ROWS + 1 if stop > start else 0):
+        c0 = c * INIT_CHUNK_ROWS
+        g = torch.Generator().manual_seed(_chunk_seed(seed, table, c))
+        rows = torch.empty(min(INIT_CHUNK_ROWS, num_rows - c0), dim).uniform_(-EMBEDDING_INIT, EMBEDDING_INIT, generator=g)
+        out.append(rows[max(start, c0) - c0 : min(stop, c0 + INIT_CHUNK_ROWS) - c0, col])
+    return torch.cat(out) if out else torch.empty(0, dim)[:, col]
 
 
 class PooledTokens:

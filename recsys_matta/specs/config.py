@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -196,28 +196,34 @@ class TableShardingConfig(_Strict):
 
 
 class DistConfig(_Strict):
-    """Multi-process training under `torchrun` (DESIGN.md section 8; recsys_matta.distributed.sharded).
+    """TorchRec DistributedModelParallel, in one process and under `torchrun`
+    (recsys_matta.distributed.sharded): the tables' sharding and the step pipeline.
 
     Args:
-        sharded: when the models go through TorchRec `DistributedModelParallel`: `auto` = only
-            when the world size is > 1 (one process keeps the plain modules, measured no slower),
-            `always` = also in one process.
         sharding_types: sharding types the planner may choose for every table (TorchRec's names;
             all with the fused kernel). On CPU the planner offers table_wise / column_wise /
             table_column_wise; row_wise needs a GPU.
         tables: per-table overrides, keyed by table name (a feature's `table`, else its name).
         pipeline: train with TorchRec's `TrainPipelineSparseDist` (on GPUs the input all-to-all
-            of the next batch overlaps this batch's compute; on CPU nothing overlaps); false = one
-            synchronous step per batch.
+            and copy of the next batch overlap this batch's compute); `auto` = on GPUs only (on
+            CPU nothing overlaps: measured slower); false = one synchronous step per batch.
     """
 
-    sharded: Literal["auto", "always"] = "auto"
     sharding_types: list[ShardingTypeName] = Field(
         default_factory=lambda: ["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise"],
         min_length=1,
     )
     tables: dict[str, TableShardingConfig] = Field(default_factory=dict)
-    pipeline: bool = True
+    pipeline: Literal["auto"] | bool = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_sharded(cls, data: Any) -> Any:
+        """`dist.sharded` (auto | always) chose between plain modules and DMP in one process;
+        every world size runs DMP now. Configs stored in older checkpoints still load."""
+        if isinstance(data, dict) and "sharded" in data:
+            data = {k: v for k, v in data.items() if k != "sharded"}
+        return data
 
 
 # ---- end dist --------------------------------------------------------------------------------

@@ -89,15 +89,15 @@ def preconditioner_factors(run_dir: Path, spec: FeatureSpec, cfg: RunConfig) -> 
     (config `cfg`): `{"day", "layer", "factors": [L, R] (numpy) or None, "student_block":
     (n_out, n_in), "shape": (out, in)}`."""
     from recsys_matta.models import MatTAModel
-    from recsys_matta.train.optim import ModelOptimizer, Shampoo
+    from recsys_matta.train.optim import Shampoo, make_dense_optimizer, split_parameters
 
     state, day = _checkpoint(run_dir, spec, None)
     model = MatTAModel(spec, cfg.model, student_only=cfg.student_only, ta_alone=cfg.ta_alone)
     model.load_state_dict(state["model"])
-    opt = ModelOptimizer(model, cfg.optim)
-    opt.load_state_dict(state["optim"])
+    dense = make_dense_optimizer(split_parameters(model)[1], cfg.optim)
+    dense.load_state_dict(state["optim"]["dense"])
     name, layer = first_nested_layer(model)
-    factors = opt.dense.preconditioner_factors(layer.weight) if isinstance(opt.dense, Shampoo) else None
+    factors = dense.preconditioner_factors(layer.weight) if isinstance(dense, Shampoo) else None
     return {
         "day": day,
         "layer": name,

@@ -1,5 +1,6 @@
-"""Optimizers: Shampoo (SOAP form) or a first-order method for dense parameters, row-wise
-Adagrad for embedding tables (sparse gradients break every Shampoo implementation).
+"""Dense optimizers: Shampoo (SOAP form) or a first-order method. The embedding tables step
+with FBGEMM's fused sparse row-wise Adagrad inside the backward (recsys_matta.distributed:
+sparse gradients break every Shampoo implementation).
 
 Parameter groups are built in one place (`split_parameters`): names under the model's `ebc.`
 child are embedding rows, everything else is dense.
@@ -13,7 +14,6 @@ import heavyball
 import heavyball.utils
 import torch
 from torch import nn
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys_matta.specs.config import OptimConfig
 from recsys_matta.train.shampoo import BlockSOAP, zero_grads
@@ -154,41 +154,3 @@ def make_dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> Sh
     if cfg.dense == "shampoo":
         return Shampoo(params, cfg)
     return DenseOptimizer(params, cfg)
-
-
-class ModelOptimizer:
-    """Dense optimizer + row-wise Adagrad on the embeddings of one model, stepped together.
-
-    Args:
-        model: the model (tables under `model.ebc`).
-        cfg: its optimizer settings (`optim` for the MatTA model, `baseline.optim` for the
-            baseline).
-    """
-
-    def __init__(self, model: nn.Module, cfg: OptimConfig):
-        emb, dense = split_parameters(model)
-        self.dense = make_dense_optimizer(dense, cfg)
-        self.embedding = (
-            RowWiseAdagrad(emb, lr=cfg.embedding_lr, eps=cfg.embedding_eps) if emb else None
-        )
-
-    def step(self) -> None:
-        self.dense.step()
-        if self.embedding is not None:
-            self.embedding.step()
-
-    def zero_grad(self) -> None:
-        self.dense.zero_grad(set_to_none=True)
-        if self.embedding is not None:
-            self.embedding.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict:
-        return {
-            "dense": self.dense.state_dict(),
-            "embedding": None if self.embedding is None else self.embedding.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.dense.load_state_dict(state["dense"])
-        if self.embedding is not None:
-            self.embedding.load_state_dict(state["embedding"])

@@ -13,7 +13,7 @@ The newest checkpoint that can be read is the state (an unreadable one is skippe
 warning naming it).
 
 Where the models live and how a step runs is the engine's business (recsys_matta.distributed:
-plain modules, or TorchRec DMP under torchrun).
+TorchRec DMP with FBGEMM's fused tables, at every world size).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Two one-process references:
   on rows [256k, 256k + 256) while the 2-process step k joins rows k of each half of the day, so
   only day 1 (evaluated before any training) agrees exactly; day 2 differs by batch composition.
 - `union`: one process whose step k trains on exactly the 2-process step-k rows (rank 0's batch
-  then rank 1's). It isolates the distributed arithmetic (sharded lookups, FBGEMM fused row-wise
-  Adagrad, DDP averaging, the pipeline) and must agree on day 2 too.
+  then rank 1's). It isolates the distributed arithmetic (sharded lookups across ranks, DDP
+  averaging, the pipeline; one process runs the same FBGEMM fused tables and row-wise Adagrad at
+  world size 1) and must agree on day 2 too.
 
 The sharded run uses Adam for the dense weights: Shampoo (heavyball SOAP) turns float-level
 differences (a 2-rank mean vs a 1-rank mean) into AucLoss differences of up to 0.01 within 16 steps
@@ -38,6 +39,7 @@ from recsys_matta.data.encode import ReadCounts
 from recsys_matta.data.reader import DayReader
 from recsys_matta.data.synthetic import generate
 from recsys_matta.distributed.context import DistContext
+from recsys_matta.distributed.state import load_full_state
 from recsys_matta.errors import UserError
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import DistConfig, TableShardingConfig
@@ -121,7 +123,7 @@ def runs(tmp_path_factory):
     root = base / "data"
     generate(out=root, days=2, rows_per_day=ROWS, seed=11, start_date=date(2026, 1, 1), progress=False)
     out = {"root": root, "world2": base / "world2", "natural": base / "natural", "union": base / "union"}
-    _torchrun(SPEC_PATH, root, out["world2"], "train.batch_size=128", *RUN, CONSTRAINTS)
+    _torchrun(SPEC_PATH, root, out["world2"], "train.batch_size=128", *RUN, CONSTRAINTS, "dist.pipeline=true")
     spec = load_spec(SPEC_PATH)
     OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["natural"]).run(DAYS)
     union = OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["union"])
@@ -179,8 +181,8 @@ def test_two_processes_match_one(runs):
 
 @pytest.mark.integration
 def test_checkpoint_of_two_processes_loads_in_one(spec, runs, tmp_path):
-    """The world-size-2 checkpoint of day 1 in one process (plain modules, and DMP with one rank)
-    predicts day 2 as the 2-process run did: same metrics, and identical predictions."""
+    """The world-size-2 checkpoint of day 1 in one process (the planner's plan, and a column-wise
+    split) predicts day 2 as the 2-process run did: same metrics, and identical predictions."""
     root, w2 = runs["root"], runs["world2"]
     ckpt = list_checkpoints(w2 / "checkpoints")[DAYS[0]]
     state = load_checkpoint(ckpt)
@@ -191,7 +193,7 @@ def test_checkpoint_of_two_processes_loads_in_one(spec, runs, tmp_path):
     for m in MODELS:
         assert abs(got[m].auc_loss - day2[m]["auc_loss"]) <= EXACT, m
         assert abs(got[m].log_loss - day2[m]["log_loss"]) <= EXACT, m
-    dmp_cfg = tiny_config("dist.sharded=always", *RUN, SPLIT)
+    dmp_cfg = tiny_config(*RUN, SPLIT)
     sharded = OnlineTrainer(spec, dmp_cfg, root, tmp_path / "dmp", ctx=DistContext())
     try:
         sharded._load(load_checkpoint(ckpt))  # its own copy: optimizers adopt the loaded tensors
@@ -219,7 +221,7 @@ def test_checkpoint_of_one_process_resumes_in_two(runs, tmp_path):
     src = list_checkpoints(union / "checkpoints")
     (w / "checkpoints").mkdir(parents=True)
     (w / "checkpoints" / src[DAYS[0]].name).write_bytes(src[DAYS[0]].read_bytes())
-    _torchrun(SPEC_PATH, root, w, "--days", DAYS[1], "train.batch_size=128", *RUN, CONSTRAINTS)
+    _torchrun(SPEC_PATH, root, w, "--days", DAYS[1], "train.batch_size=128", *RUN, CONSTRAINTS, "dist.pipeline=true")
     got, want = _records(w)[1], _records(union)[1]
     _assert_metrics(got, want, EXACT)
     assert got["train_rows"] == want["train_rows"] == ROWS
@@ -236,16 +238,16 @@ def test_checkpoint_of_one_process_resumes_in_two(runs, tmp_path):
 
 @pytest.mark.integration
 def test_one_process_checkpoint_resumes_in_dmp(spec, runs, tmp_path):
-    """A plain checkpoint (default Shampoo) loaded into DMP is written back unchanged, and
-    resuming trains day 2 as the plain trainer does: the baseline (Adam; bitwise-stable arithmetic)
-    predicts the same to 1e-5 only if its Adam and fused row-wise Adagrad states carried over
-    (fresh ones take much larger first steps)."""
+    """A one-process checkpoint (default Shampoo) loaded into another sharding (a column-wise
+    split) is written back unchanged, and resuming trains day 2 as the unsplit trainer does: the
+    baseline (Adam; bitwise-stable arithmetic) predicts the same to 1e-5 only if its Adam and
+    fused row-wise Adagrad states carried over (fresh ones take much larger first steps)."""
     root = runs["root"]
     OnlineTrainer(spec, tiny_config(), root, tmp_path / "first").run(DAYS[:1])
     ckpt = list_checkpoints(tmp_path / "first" / "checkpoints")[DAYS[0]]
     state = load_checkpoint(ckpt)
     plain = OnlineTrainer(spec, tiny_config(), root, tmp_path / "plain")
-    dmp_cfg = tiny_config("dist.sharded=always", "dist.pipeline=false", SPLIT)  # the 2-process runs pipeline
+    dmp_cfg = tiny_config("dist.pipeline=false", SPLIT)  # the 2-process runs pipeline
     sharded = OnlineTrainer(spec, dmp_cfg, root, tmp_path / "dmp", ctx=DistContext())
     try:
         for tr in (plain, sharded):
@@ -260,7 +262,7 @@ def test_one_process_checkpoint_resumes_in_dmp(spec, runs, tmp_path):
         with torch.no_grad():
             assert torch.allclose(plain.baseline(batch)[0], sharded.baseline(batch)[0], atol=1e-5, rtol=0)
         fresh = OnlineTrainer(spec, tiny_config(), root, tmp_path / "fresh")
-        fresh.baseline.load_state_dict(state["baseline"])  # weights only, fresh optimizer states
+        load_full_state(fresh.baseline, state["baseline"])  # weights only, fresh optimizer states
         fresh.train_day(DAYS[1])
         with torch.no_grad():
             assert not torch.allclose(plain.baseline(batch)[0], fresh.baseline(batch)[0], atol=1e-3, rtol=0)
@@ -271,7 +273,7 @@ def test_one_process_checkpoint_resumes_in_dmp(spec, runs, tmp_path):
 @pytest.mark.integration
 def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
     root = runs["root"]
-    tr = OnlineTrainer(spec, tiny_config("dist.sharded=always", *RUN), root, tmp_path, ctx=DistContext())
+    tr = OnlineTrainer(spec, tiny_config("dist.pipeline=true", *RUN), root, tmp_path, ctx=DistContext())
     try:
         tr.run(DAYS[:1])
         ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]

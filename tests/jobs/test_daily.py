@@ -74,7 +74,7 @@ def test_backfill_registers_gates_and_reports(synthetic_root, tmp_path):
 
 
 def test_failed_day_registers_nothing(synthetic_root, tmp_path, monkeypatch):
-    from recsys_matta.distributed.engine import LocalEngine
+    from recsys_matta.distributed.sharded import ShardedEngine
     from recsys_matta.train.step import NonFiniteLossError
 
     work = tmp_path / "run"
@@ -84,7 +84,7 @@ def test_failed_day_registers_nothing(synthetic_root, tmp_path, monkeypatch):
         raise NonFiniteLossError(f"non-finite loss on day {day}")
         yield
 
-    monkeypatch.setattr(LocalEngine, "train", explode)
+    monkeypatch.setattr(ShardedEngine, "train", explode)
     with pytest.raises(NonFiniteLossError):
         run_daily(SPEC_PATH, synthetic_root, work, DAYS[1], overrides=TINY)
     c = _client(work)

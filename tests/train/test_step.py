@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from recsys_matta.data.reader import DayReader
-from recsys_matta.distributed.engine import LocalEngine, build_models
+from recsys_matta.distributed.context import DistContext
+from recsys_matta.distributed.engine import make_engine
 from recsys_matta.train.loss import baseline_loss, matta_loss
 from recsys_matta.train.step import NonFiniteLossError, StepOptimizers, TrainStep, run_steps
 from tests.tiny import DAYS, tiny_config
@@ -17,7 +18,7 @@ def batch(spec, synthetic_root):
 
 def test_train_step_is_the_matta_loss_plus_the_baseline_loss(spec, batch):
     cfg = tiny_config()
-    models = build_models(spec, cfg, torch.device("cpu"))
+    models = make_engine(spec, cfg, "teacher", DistContext()).models
     step = TrainStep(models.model, models.baseline, cfg.loss, "teacher")
     step.step = 7
     loss, terms = step(batch)
@@ -32,28 +33,61 @@ def test_train_step_is_the_matta_loss_plus_the_baseline_loss(spec, batch):
 
 def test_run_steps_stops_before_a_non_finite_backward(spec, batch):
     cfg = tiny_config()
-    models = build_models(spec, cfg, torch.device("cpu"))
-    engine = LocalEngine(models, cfg, "teacher", torch.device("cpu"))
-    before = {k: v.clone() for k, v in models.model.state_dict().items()}
+    engine = make_engine(spec, cfg, "teacher", DistContext())
+    models = engine.models
+    before = engine.state_dict()["model"]
     batch.teacher[0] = float("nan")
     alone = TrainStep(models.model, None, cfg.loss, "teacher")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss on day D at step 0 \(\{'loss/total': nan"):
         list(run_steps(alone, StepOptimizers([engine.opt]), [batch], torch.device("cpu"), "D"))
     with pytest.raises(NonFiniteLossError, match="on day D at step 3"):
         list(engine.train([batch], 3, "D"))
-    after = models.model.state_dict()
+    after = engine.state_dict()["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)  # no weight saw the NaN
 
 
-def test_local_engine_trains_both_models_with_their_own_optimizers(spec, batch):
+def test_engine_trains_both_models_with_their_own_optimizers(spec, batch):
     cfg = tiny_config("baseline.optim.lr=0.02")
     assert cfg.baseline.optim.dense == "adam" and cfg.baseline.optim.betas == (0.9, 0.999)
-    models = build_models(spec, cfg, torch.device("cpu"))
-    engine = LocalEngine(models, cfg, "teacher", torch.device("cpu"))
+    engine = make_engine(spec, cfg, "teacher", DistContext())
     group = engine.baseline_opt.dense.param_groups[0]
     assert (group["lr"], group["betas"]) == (0.02, (0.9, 0.999))  # nothing inherited from `optim`
-    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (models.model, models.baseline)]
+    before = engine.state_dict()
     (res,) = list(engine.train([batch], 0, DAYS[0]))
     assert res.rows == batch.size and {"loss/total", "loss/ta", "loss/baseline"} <= set(res.terms)
-    for m, b in zip((models.model, models.baseline), before):
-        assert any(not torch.equal(v, b[k]) for k, v in m.state_dict().items())
+    after = engine.state_dict()
+    for key in ("model", "baseline"):
+        assert any(not torch.equal(v, before[key][k]) for k, v in after[key].items())
+
+
+def test_a_step_updates_only_the_rows_its_batch_touches(spec, batch):
+    """FBGEMM's fused sparse row-wise Adagrad: rows outside the batch keep their weights and
+    their accumulators (one process, as at every world size)."""
+    engine = make_engine(spec, tiny_config("baseline.enabled=false"), "teacher", DistContext())
+    before = engine.state_dict()
+    list(engine.train([batch], 0, DAYS[0]))
+    after = engine.state_dict()
+    ids = batch.sparse["user_id"].values().unique()
+    table = "ebc.embedding_bags.user_id.weight"
+    changed = (after["model"][table] != before["model"][table]).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == ids.tolist()
+    names = [k for k in after["model"] if k.startswith("ebc.")]
+    sums = after["optim"]["embedding"]["state"][names.index(table)]["sum"].flatten()
+    assert (sums != 0).nonzero().flatten().tolist() == ids.tolist()
+
+
+def test_the_initial_tables_are_deterministic_and_chunked(spec):
+    """Same seed, same tables (built shard by shard, never in full); another seed, other
+    tables; the rows of a table are those of `init_rows` at any offset."""
+    from recsys_matta.models.embedding import INIT_CHUNK_ROWS, init_rows
+
+    cfg = tiny_config("baseline.enabled=false")
+    a, b = (make_engine(spec, cfg, "teacher", DistContext()).state_dict()["model"] for _ in range(2))
+    c = make_engine(spec, tiny_config("baseline.enabled=false", "train.seed=1"), "teacher", DistContext())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    table = "ebc.embedding_bags.user_id.weight"
+    assert not torch.equal(a[table], c.state_dict()["model"][table])
+    rows, dim = a[table].shape
+    lo = INIT_CHUNK_ROWS - 3 if rows > INIT_CHUNK_ROWS else rows - 5
+    assert torch.equal(init_rows(0, "user_id", rows, dim, lo, rows, slice(2, 6)), a[table][lo:, 2:6])
+    assert float(a[table].abs().max()) <= 0.05

@@ -70,10 +70,11 @@ def test_checkpoint_round_trip(spec, synthetic_root, tmp_path):
     a.run(DAYS[:1])
     b = _trainer(spec, synthetic_root, tmp_path)
     b._restore_before(None)
-    _assert_same_state(a.model.state_dict(), b.model.state_dict())
-    _assert_same_state(a.baseline.state_dict(), b.baseline.state_dict())
+    ea, eb = a.engine.state_dict(), b.engine.state_dict()
+    _assert_same_state(ea["model"], eb["model"])
+    _assert_same_state(ea["baseline"], eb["baseline"])
     assert b.step == a.step and b.done_days == DAYS[:1]
-    sa, sb = a.engine.opt.state_dict(), b.engine.opt.state_dict()
+    sa, sb = ea["optim"], eb["optim"]
     assert sa["dense"]["steps"] == sb["dense"]["steps"] == a.step
     assert torch.equal(torch.get_rng_state(), load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[DAYS[0]])["rng"]["torch"])
 
@@ -91,7 +92,7 @@ def test_crash_resume_equals_uninterrupted_run(spec, synthetic_root, tmp_path):
     resumed = _trainer(spec, synthetic_root, tmp_path / "crash")
     out = resumed.run(DAYS)
     assert [r.day for r in out] == [DAYS[2]]
-    _assert_same_state(full.model.state_dict(), resumed.model.state_dict(), atol=1e-6)
+    _assert_same_state(full.engine.state_dict()["model"], resumed.engine.state_dict()["model"], atol=1e-6)
     for ra, rb in zip(_records(tmp_path / "full"), _records(tmp_path / "crash")):
         for m in ("student", "ta", "baseline"):
             assert ra[m]["auc_loss"] == pytest.approx(rb[m]["auc_loss"], abs=1e-6)
