@@ -1,10 +1,10 @@
 """Elastic training: the sampled sub-networks and their term in the one TrainStep."""
 
 import pytest
-import torch
 
 from recsys_matta.data.reader import DayReader
-from recsys_matta.distributed.engine import build_models
+from recsys_matta.distributed.context import DistContext
+from recsys_matta.distributed.engine import make_engine
 from recsys_matta.models.choice import student_choice, ta_choice, wide_narrow_wide
 from recsys_matta.specs.config import ElasticConfig
 from recsys_matta.specs.presets import PRESETS
@@ -50,7 +50,7 @@ def batch(spec, synthetic_root):
 
 def test_train_step_adds_the_sampled_sub_networks_term(spec, batch):
     cfg = tiny_config("elastic.samples=2", "loss.distill_ramp=0")
-    model = build_models(spec, cfg, torch.device("cpu")).model
+    model = make_engine(spec, cfg, "teacher", DistContext()).model  # tables placed and filled
     step = TrainStep(model, None, cfg.loss, "teacher", elastic=cfg.elastic, seed=5)
     step.step = 11
     loss, terms = step(batch)
@@ -72,6 +72,6 @@ def test_train_step_adds_the_sampled_sub_networks_term(spec, batch):
 def test_models_without_sub_networks_ignore_the_rule(spec, batch):
     for extra in (("student_only=true",), ("model.share_params=false",)):
         cfg = tiny_config(*extra)
-        model = build_models(spec, cfg, torch.device("cpu")).model
+        model = make_engine(spec, cfg, "teacher", DistContext()).model  # tables placed and filled
         step = TrainStep(model, None, cfg.loss, "teacher", elastic=cfg.elastic)
         assert step.elastic is None and "loss/elastic" not in step(batch)[1]
