@@ -29,6 +29,7 @@ from rich.console import Console
 from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
+from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.jobs.mixnmatch import mixnmatch_report
 from recsys_matta.jobs.scoring import raw_frames, score_pyfunc
 from recsys_matta.jobs.train import ConsoleSink, prepare, summary_table
@@ -170,12 +171,18 @@ def run_daily(
     console: Console | None = None,
     tracking_uri: str | None = None,
 ) -> DailyOutcome:
-    """Run the daily job for `days_expr` (one day, `A..B` or a comma list). See module docstring."""
-    from recsys_matta.tracking.tracker import open_tracker
-
+    """Run the daily job for `days_expr` (one day, `A..B` or a comma list). See module docstring.
+    Holds the work directory's lock throughout (`WorkdirLocked` when another job has it)."""
     spec, cfg = prepare(spec_path, config_path, list(overrides))
     ctx = DistContext.from_env(cfg.train.device)
     workdir = Path(workdir)
+    with workdir_lock(workdir, ctx):
+        return _run_daily(spec_path, spec, cfg, ctx, data, workdir, days_expr, force, console, tracking_uri)
+
+
+def _run_daily(spec_path, spec, cfg, ctx, data, workdir, days_expr, force, console, tracking_uri) -> DailyOutcome:
+    from recsys_matta.tracking.tracker import open_tracker
+
     trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=ctx, force=force)
     days = trainer.reader.select_days(days_expr)  # a missing day is a DataError, before any run
     trainer.restore()  # the newest readable checkpoint (finished days, state)
