@@ -340,6 +340,18 @@ def label_counts(spec: FeatureSpec, table: pa.Table, source: str, on_invalid: On
     return counts
 
 
+def id_counts(spec: FeatureSpec, table: pa.Table, source: str) -> ReadCounts:
+    """The sparse-id counts of `encode_table` alone (`sparse_null`, `sparse_oov`, `rows_read`)
+    on a table of (at least) the sparse columns, without hashing: what the id budget needs
+    before the day's data pass. Counts every row (rows with an invalid label included)."""
+    counts = ReadCounts(rows_read=table.num_rows, rows_kept=table.num_rows)
+    for f in spec.sparse:
+        _, ids = _lengths_and_ids(f, table.column(f.source).combine_chunks(), counts)
+        if f.vocab_size is not None:
+            _fill_ids(f, ids, np.empty(len(ids), dtype=np.int64), source, counts)
+    return counts
+
+
 def _as_record_batch(table: pa.Table | pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
     """A RecordBatch with the needed columns (a chunked Table's columns are combined)."""
     if isinstance(table, pa.RecordBatch):

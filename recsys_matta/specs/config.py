@@ -130,6 +130,27 @@ class BaselineConfig(_Strict):
     checkpoint: str | None = None
 
 
+class IdBudget(_Strict):
+    """The budget of null / unknown ids of a sparse feature on one day, as a share of the day's
+    rows: null ids (a null single id, a null list, a null element of a list) plus, for
+    `vocab_size` features, ids outside the vocab (sent to the OOV row).
+
+    Args:
+        warn: above this share the job logs a warning naming the feature (and trains).
+        fail: above this share the day fails (not trained, not marked finished), naming the
+            feature, its column, the counts and the files with the most.
+    """
+
+    warn: float = Field(0.01, ge=0)
+    fail: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IdBudget":
+        if self.warn > self.fail:
+            raise ValueError(f"warn ({self.warn}) must not exceed fail ({self.fail})")
+        return self
+
+
 class DataConfig(_Strict):
     """What the online loop accepts from a day's data.
 
@@ -137,10 +158,18 @@ class DataConfig(_Strict):
         max_invalid_fraction: largest share of a day's rows that may be dropped (null or
             out-of-range labels) before the day fails instead of training on the rest.
         min_rows: fewest rows (after dropping) a day must have to be trained and marked done.
+        ids: the null / unknown id budget of every sparse feature (warn 1%, fail 20%).
+        ids_per_feature: feature name -> its own budget, replacing `ids` for that feature
+            (features that are often empty by nature, e.g. Criteo's C19..C26).
     """
 
     max_invalid_fraction: float = Field(0.01, ge=0, le=1)
     min_rows: int = Field(1, ge=1)
+    ids: IdBudget = Field(default_factory=IdBudget)
+    ids_per_feature: dict[str, IdBudget] = Field(default_factory=dict)
+
+    def id_budget(self, feature: str) -> IdBudget:
+        return self.ids_per_feature.get(feature, self.ids)
 
 
 class TrainConfig(_Strict):
