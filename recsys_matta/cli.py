@@ -16,10 +16,21 @@ app.add_typer(convert_app, name="convert")
 
 
 def _console():
-    """Rich console; 120 columns when not a terminal (CI logs, schedulers) so tables fit."""
-    from rich.console import Console
+    from recsys_matta.jobs.console import job_console
 
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    return job_console()
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", envvar="MATTA_VERBOSE", help="Also show MLflow's INFO lines and registry messages"
+    ),
+) -> None:
+    """recsys-matta: MatTA online CTR training (data, training, MLflow registry)."""
+    from recsys_matta.tracking.verbosity import quiet_mlflow
+
+    quiet_mlflow(not verbose)
 
 
 def _fail(msg: str, code: int = 2) -> None:
