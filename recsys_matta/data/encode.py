@@ -4,7 +4,7 @@ The reader calls `encode_table` on every chunk of a day; the serving pyfunc call
 incoming DataFrame (converted to a `pyarrow.Table`) with `labels=False`. Training and serving
 therefore share hashing, vocab handling, dense transforms and normalisation and cannot drift.
 
-Rules (DESIGN.md section 3, issue 3):
+Rules (docs/architecture.md section 4):
   * sparse, `hash_buckets`: ints or strings -> `hash_to_buckets` (stable 64-bit hash).
   * sparse, `vocab_size`: integer ids as-is; an id outside `[0, vocab_size)` goes to the OOV
     row `vocab_size` (counted in `sparse_oov`) or raises `DataError` (`oov: error`).

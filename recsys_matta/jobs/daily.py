@@ -1,4 +1,4 @@
-"""The daily job a scheduler runs on a GPU node (DESIGN.md section 7, issue 6), for day D:
+"""The daily job a scheduler runs on a GPU node (docs/architecture.md sections 2 and 9), for day D:
 
     take yesterday's state
     -> delayed champion gate: yesterday's candidate and the champion, both scored on D's raw rows

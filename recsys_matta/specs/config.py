@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 
 
 class LossConfig(_Strict):
-    """MatTA loss `ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D` (DESIGN.md section 5).
+    """MatTA loss `ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D` (docs/architecture.md section 6, "The loss").
 
     Args:
         w_student: ω_S, weight of BCE(student, label).
@@ -44,7 +44,7 @@ class LossConfig(_Strict):
 
 class ElasticConfig(_Strict):
     """Elastic (Mix'n'Match) training: besides the Student and the TA, each step trains
-    `samples` sampled sub-networks of the nested TA (docs/architecture.md, "Elastic training").
+    `samples` sampled sub-networks of the nested TA (docs/architecture.md section 6, "Elastic training").
 
         L += weight * mean_c [ BCE(logit_c, y) + ramp(t) w_distill BCE(logit_c, stopgrad σ(logit_TA)) ]
 

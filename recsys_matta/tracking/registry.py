@@ -1,6 +1,6 @@
 """Model registry: register the Student, alias `candidate`, and the champion gate.
 
-Aliases, not stages (DESIGN.md section 7): every new version gets alias `candidate`; alias
+Aliases, not stages (docs/architecture.md section 9): every new version gets alias `candidate`; alias
 `champion` moves to a version only when its AucLoss on a held-out day is strictly lower than the
 current champion's AucLoss on the SAME day. The caller re-scores the champion
 (`load_champion(name)` returns it as a pyfunc model) and passes both numbers to `gate`; ties do

@@ -1,4 +1,4 @@
-"""The online (daily) MatTA loop (DESIGN.md section 5): the day policy, nothing else.
+"""The online (daily) MatTA loop (docs/architecture.md section 6, "The online loop"): the day policy, nothing else.
 
     for day in days (chronological):
         skip it if finished (unless --force: restore the state before it)
