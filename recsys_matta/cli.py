@@ -319,7 +319,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     import logging
     import os
 
-    from recsys_matta.errors import UserError
+    from recsys_matta.errors import ServiceError, UserError
 
     # warnings (an unreadable checkpoint skipped, ...) reach stderr as one line each
     logger = logging.getLogger("recsys_matta")
@@ -339,6 +339,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as e:  # expected bad input: one clear line, no traceback
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except ServiceError as e:  # the tracking server down: one line naming it, no traceback
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     finally:
         logger.propagate = propagate
 

@@ -274,6 +274,23 @@ class DailyConfig(_Strict):
     mixnmatch_all_max: int = Field(64, ge=0)
 
 
+class TrackingConfig(_Strict):
+    """Talking to an MLflow tracking server over HTTP (not the embedded sqlite store).
+
+    A server that stops answering fails the job within about
+    `(http_retries + 1) * http_timeout_s` plus the backoff (1, 2, 4, ... s) instead of MLflow's
+    defaults (7 retries, 120 s each: minutes). `MLFLOW_HTTP_REQUEST_MAX_RETRIES` /
+    `MLFLOW_HTTP_REQUEST_TIMEOUT` in the environment take precedence.
+
+    Args:
+        http_retries: retries of a failed request.
+        http_timeout_s: seconds one request may take.
+    """
+
+    http_retries: int = Field(3, ge=0, le=10)
+    http_timeout_s: int = Field(20, ge=1)
+
+
 class RunConfig(_Strict):
     """Everything a training run needs besides the spec and the data.
 
@@ -292,6 +309,7 @@ class RunConfig(_Strict):
         train: the online loop.
         dist: multi-process (torchrun) sharding and pipelining.
         daily: the daily pipeline (registration, gate, Mix'n'Match).
+        tracking: how long a tracking server may take to answer before the job fails.
         experiment: MLflow experiment name.
         registered_model: MLflow registered model name of the Student.
     """
@@ -308,6 +326,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     dist: DistConfig = DistConfig()
     daily: DailyConfig = DailyConfig()
+    tracking: TrackingConfig = TrackingConfig()
     experiment: str = "matta"
     registered_model: str = "matta-student"
 
