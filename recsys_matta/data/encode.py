@@ -340,6 +340,19 @@ def label_counts(spec: FeatureSpec, table: pa.Table, source: str, on_invalid: On
     return counts
 
 
+def valid_labels(
+    spec: FeatureSpec, table: pa.Table | pa.RecordBatch, source: str, on_invalid: OnInvalid | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """`encode_table`'s label rule alone: ({'teacher'|'event': (kept,) float32}, keep mask (N,)
+    or None = all kept). A row is kept only when every label column of the spec is valid
+    (Teacher in [0, 1], event in {0, 1}); `on_invalid: fail` raises as the reader does. Scoring
+    a day through any other path (the gate) uses this, so it keeps exactly the rows training
+    and evaluation keep."""
+    rb = _as_record_batch(table, [c for c, _ in label_columns(spec)])
+    cols = dict(zip(rb.schema.names, rb.columns))
+    return _labels(spec, cols, source, on_invalid or spec.labels.on_invalid, ReadCounts(rows_read=rb.num_rows))
+
+
 def id_counts(spec: FeatureSpec, table: pa.Table, source: str) -> ReadCounts:
     """The sparse-id counts of `encode_table` alone (`sparse_null`, `sparse_oov`, `rows_read`)
     on a table of (at least) the sparse columns, without hashing: what the id budget needs

@@ -47,7 +47,7 @@ from recsys_matta.data.encode import (
 )
 from recsys_matta.data.encode import id_counts as scan_ids
 from recsys_matta.data.encode import label_counts as scan_labels
-from recsys_matta.data.partitions import day_dir, list_days, parse_day
+from recsys_matta.data.partitions import day_dir, list_days, parquet_files, parse_day
 from recsys_matta.errors import DataError
 from recsys_matta.specs import FeatureSpec
 
@@ -65,13 +65,7 @@ class _Piece:
     take: int
 
 
-def _day_files(folder: Path) -> list[Path]:
-    """The Parquet files of a day folder in name order (hidden / `_`-prefixed files skipped)."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_"))
-    )
+_day_files = parquet_files  # the one listing of a day's files (data/partitions.py)
 
 
 def _open(path: Path) -> pq.ParquetFile:

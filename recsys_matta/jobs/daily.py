@@ -87,7 +87,7 @@ def gate_candidate(
     )
 
     name = cfg.registered_model
-    label = cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
+    label = cfg.eval_label
     cand, champ = alias_version(name, CANDIDATE), champion_version(name)
 
     def skip(why: str) -> None:

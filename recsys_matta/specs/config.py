@@ -327,6 +327,12 @@ class RunConfig(_Strict):
     dist: DistConfig = DistConfig()
     daily: DailyConfig = DailyConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def eval_label(self) -> str:
+        """The label metrics and the gate are against: `train.eval_label`, `auto` = the training
+        label (`loss.label`). The one place this rule is written."""
+        return self.loss.label if self.train.eval_label == "auto" else self.train.eval_label
     experiment: str = "matta"
     registered_model: str = "matta-student"
 

@@ -124,7 +124,7 @@ class OnlineTrainer:
         self.label = cfg.loss.label
         if self.label == "event" and spec.labels.event is None:
             raise UserError(f"loss.label=event but spec {spec.name!r} has no event label column")
-        self.eval_label = self.label if t.eval_label == "auto" else t.eval_label
+        self.eval_label = cfg.eval_label
         if self.eval_label == "event" and spec.labels.event is None:
             raise UserError(f"train.eval_label=event but spec {spec.name!r} has no event label column")
         self._reset()
