@@ -1,7 +1,7 @@
 """One job per work directory: an OS file lock on `<workdir>/.lock`, held for the whole job.
 
-`matta train` and `matta daily` (and what calls them: `matta demo`) take it before they read a
-checkpoint and keep it until they return; a second job on the same work directory fails at once
+`matta train` and `matta daily` (and what calls them: `matta demo`), `matta register` and
+`matta gate` take it before they read a checkpoint and keep it until they return; a second job on the same work directory fails at once
 (`WorkdirLocked`, exit 2) naming the holder's PID, instead of training the day twice and
 registering two candidates. The lock is `fcntl.flock` on an open file: the kernel drops it when the
 holding process exits in any way (a crash, SIGKILL, OOM), so a stale `.lock` file never blocks

@@ -53,17 +53,17 @@ def _hold(workdir):
     return proc
 
 
-@pytest.mark.parametrize("command", ["daily", "train"])
+@pytest.mark.parametrize("command", ["daily", "train", "register"])
 def test_a_second_job_on_a_locked_workdir_exits_2_naming_the_holder(synthetic_root, tmp_path, capsys, command):
     workdir = tmp_path / "wd"
     holder = _hold(workdir)
     try:
-        args = (
-            ["daily", "--spec", str(SPEC_PATH), "--data", str(synthetic_root), "--workdir", str(workdir),
-             "--day", "2026-01-01", *TINY]
-            if command == "daily"
-            else _train(synthetic_root, workdir, "--days", "2026-01-01")
-        )  # fmt: skip
+        common = ["--spec", str(SPEC_PATH), "--data", str(synthetic_root), "--workdir", str(workdir)]
+        args = {
+            "daily": ["daily", *common, "--day", "2026-01-01", *TINY],
+            "train": _train(synthetic_root, workdir, "--days", "2026-01-01"),
+            "register": ["register", *common, *TINY],
+        }[command]
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 2
