@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_run
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-fast test-all demo clean
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,11 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# the unit tests: everything but the `slow` ones (CLI end to end, MLflow, several processes);
+# a test that takes over 120 s fails instead of hanging
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" --timeout=120
 
 demo: install
 	$(VENV)/bin/matta demo --workdir $(DEMO_DIR)

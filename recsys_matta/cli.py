@@ -16,10 +16,21 @@ app.add_typer(convert_app, name="convert")
 
 
 def _console():
-    """Rich console; 120 columns when not a terminal (CI logs, schedulers) so tables fit."""
-    from rich.console import Console
+    from recsys_matta.jobs.console import job_console
 
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    return job_console()
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", envvar="MATTA_VERBOSE", help="Also show MLflow's INFO lines and registry messages"
+    ),
+) -> None:
+    """recsys-matta: MatTA online CTR training (data, training, MLflow registry)."""
+    from recsys_matta.tracking.verbosity import quiet_mlflow
+
+    quiet_mlflow(not verbose)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -308,7 +319,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     import logging
     import os
 
-    from recsys_matta.errors import UserError
+    from recsys_matta.errors import ServiceError, UserError
 
     # warnings (an unreadable checkpoint skipped, ...) reach stderr as one line each
     logger = logging.getLogger("recsys_matta")
@@ -328,6 +339,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as e:  # expected bad input: one clear line, no traceback
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except ServiceError as e:  # the tracking server down: one line naming it, no traceback
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     finally:
         logger.propagate = propagate
 

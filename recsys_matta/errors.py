@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """A data file is missing, unreadable, or has a missing / mistyped / out-of-range column."""
+
+
+class ServiceError(Exception):
+    """A service the job needs (the MLflow tracking server) failed or cannot be reached; the
+    message names it. The CLI prints one line and exits 1."""

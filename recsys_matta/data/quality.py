@@ -4,6 +4,10 @@
   day as done would make the job say "already finished" when the data finally lands.
 * loss budget (`data.max_invalid_fraction`): rows dropped for a null / out-of-range label above
   this share of the day fail it, naming the columns, the counts and the files.
+* id budget (`data.ids`, per feature `data.ids_per_feature`): null ids and ids outside a
+  `vocab_size` feature's vocab, as a share of the day's rows, per sparse feature: above `warn`
+  a warning names the feature; above `fail` the day fails, naming the feature, its column,
+  the counts and the files with the most.
 * schema drift: the kind of every column the spec reads (integer, string, float, list<...>) is
   recorded on the first trained day and kept in the checkpoint; a later day whose column changed
   kind fails (an integer id and its string form hash to different embedding rows).
@@ -13,11 +17,15 @@ Every failure is a `DayDataError` (a `DataError`: the CLI prints one line and ex
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from recsys_matta.data.encoded import ReadCounts
 from recsys_matta.errors import DataError
+from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 
 class DayDataError(DataError):
@@ -57,6 +65,44 @@ def check_counts(counts: ReadCounts, day: str, cfg: DataConfig) -> None:
             f"day {day}: {counts.rows_kept} usable rows of {read} read, fewer than data.min_rows="
             f"{cfg.min_rows}; the day is not trained"
         )
+
+
+def check_ids(per_file: dict[str, ReadCounts], day: str, spec: FeatureSpec, cfg: DataConfig, warn: bool = True) -> None:
+    """The null / unknown id budget of every sparse feature on `day` (`per_file`: the day's
+    files and their `id_counts`). A warning (when `warn`) above `budget.warn`, `DayDataError`
+    above `budget.fail`."""
+    unknown = sorted(set(cfg.ids_per_feature) - set(spec.sparse_names))
+    if unknown:
+        raise DataError(
+            f"data.ids_per_feature names {', '.join(map(repr, unknown))}, not sparse features of "
+            f"spec {spec.name!r} ({', '.join(spec.sparse_names)})"
+        )
+    rows = sum(c.rows_read for c in per_file.values())
+    if not rows:
+        return
+    for f in spec.sparse:
+        budget = cfg.id_budget(f.name)
+        bad = {path: c.sparse_null.get(f.name, 0) + c.sparse_oov.get(f.name, 0) for path, c in per_file.items()}
+        total = sum(bad.values())
+        share = total / rows
+        if share <= budget.warn:
+            continue
+        nulls = sum(c.sparse_null.get(f.name, 0) for c in per_file.values())
+        what = (
+            f"feature {f.name!r} (column {f.source!r}): {total} null or unknown ids in {rows} rows "
+            f"({100 * share:.1f}%: {nulls} null, {total - nulls} outside the vocab)"
+        )
+        key = "data.ids_per_feature." + f.name if f.name in cfg.ids_per_feature else "data.ids"
+        if share > budget.fail:
+            worst = sorted(((n, p) for p, n in bad.items() if n), reverse=True)[:3]
+            files = "; ".join(f"{p}: {n}" for n, p in worst)
+            raise DayDataError(
+                f"day {day}: {what}, above {key}.fail={budget.fail:g}; files: {files}. The day is "
+                f"not trained. Fix the data, or raise {key}.fail (e.g. "
+                f"data.ids_per_feature.{f.name}.fail=...) if the feature is often empty by nature."
+            )
+        if warn:
+            log.warning("day %s: %s, above %s.warn=%g (fails above %g)", day, what, key, budget.warn, budget.fail)
 
 
 def check_drift(recorded: dict | None, kinds: dict[str, str], day: str) -> None:

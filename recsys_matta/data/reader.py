@@ -45,8 +45,9 @@ from recsys_matta.data.encode import (
     needed_columns,
     to_batch,
 )
+from recsys_matta.data.encode import id_counts as scan_ids
 from recsys_matta.data.encode import label_counts as scan_labels
-from recsys_matta.data.partitions import day_dir, list_days, parse_day
+from recsys_matta.data.partitions import day_dir, list_days, parquet_files, parse_day
 from recsys_matta.errors import DataError
 from recsys_matta.specs import FeatureSpec
 
@@ -64,13 +65,7 @@ class _Piece:
     take: int
 
 
-def _day_files(folder: Path) -> list[Path]:
-    """The Parquet files of a day folder in name order (hidden / `_`-prefixed files skipped)."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_"))
-    )
+_day_files = parquet_files  # the one listing of a day's files (data/partitions.py)
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -164,6 +159,7 @@ class DayReader:
         self.on_invalid = spec.labels.on_invalid if label_check == "spec" else label_check
         self.columns = needed_columns(spec, labels=True)
         self._counts: dict[str, ReadCounts] = {}
+        self._id_counts: dict[str, dict[str, ReadCounts]] = {}
 
     # ---------------------------------------------------------------------------------- days
 
@@ -257,6 +253,18 @@ class DayReader:
         for path in _day_files(self._folder(day)):
             total = total + scan_labels(self.spec, pq.read_table(path, columns=cols), str(path), self.on_invalid)
         return total
+
+    def id_counts(self, day: str) -> dict[str, ReadCounts]:
+        """{file: its sparse-id counts} of the whole day (all ranks), from the sparse columns
+        alone (no hashing): what the id budget needs before the day's data pass. Cached."""
+        cache = self._id_counts
+        if day not in cache:
+            cols = list(dict.fromkeys(f.source for f in self.spec.sparse))
+            cache[day] = {
+                str(path): scan_ids(self.spec, pq.read_table(path, columns=cols), str(path))
+                for path in _day_files(self._folder(day))
+            }
+        return cache[day]
 
     def counts(self, day: str) -> ReadCounts:
         """This rank's counts for `day`, available once `iter_day(day)` has been exhausted."""

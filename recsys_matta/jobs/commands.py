@@ -12,6 +12,7 @@ from rich.table import Table
 from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
+from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import load_newest
@@ -37,8 +38,9 @@ def load_trainer(
 
 
 def _open(trainer: OnlineTrainer, run_name: str):
-    from recsys_matta.tracking.tracker import open_tracker
+    from recsys_matta.tracking.tracker import open_tracker, set_http_limits
 
+    set_http_limits(trainer.cfg.tracking.http_retries, trainer.cfg.tracking.http_timeout_s)
     return open_tracker(trainer.workdir, trainer.cfg.experiment, run_name)
 
 
@@ -47,10 +49,11 @@ def register_latest(spec_path, data, workdir, config_path, overrides, console: C
     it; the first version of a model becomes the champion at once). Returns the version."""
     from recsys_matta.jobs.daily import register_candidate
 
-    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
-    record = trainer.history[-1]
-    with _open(trainer, f"register {record.day}") as tracker:
-        version, _ = register_candidate(trainer, record, Path(data), tracker, console)
+    with workdir_lock(workdir):  # not while a daily job registers from this work directory
+        trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+        record = trainer.history[-1]
+        with _open(trainer, f"register {record.day}") as tracker:
+            version, _ = register_candidate(trainer, record, Path(data), tracker, console)
     return version
 
 
@@ -58,10 +61,11 @@ def gate_day(spec_path, data, workdir, day, config_path, overrides, console: Con
     """The delayed gate alone: the pending candidate vs the champion on `day` (no training)."""
     from recsys_matta.jobs.daily import gate_candidate
 
-    trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
-    (day,) = trainer.reader.select_days(day)
-    with _open(trainer, f"gate {day}") as tracker:
-        decision = gate_candidate(trainer.spec, trainer.cfg, Path(data), day, tracker, len(trainer.done_days), console)
+    with workdir_lock(workdir):  # not while a daily job gates from this work directory
+        trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
+        (day,) = trainer.reader.select_days(day)
+        with _open(trainer, f"gate {day}") as tracker:
+            decision = gate_candidate(trainer.spec, trainer.cfg, Path(data), day, tracker, len(trainer.done_days), console)
     if decision is None:
         console.print(f"gate on {day}: no candidate to judge (none pending, or it has seen {day})")
     return decision

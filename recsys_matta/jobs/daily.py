@@ -1,4 +1,4 @@
-"""The daily job a scheduler runs on a GPU node (DESIGN.md section 7, issue 6), for day D:
+"""The daily job a scheduler runs on a GPU node (docs/architecture.md sections 2 and 9), for day D:
 
     take yesterday's state
     -> delayed champion gate: yesterday's candidate and the champion, both scored on D's raw rows
@@ -16,6 +16,12 @@ candidate registered today is judged by tomorrow's run, on tomorrow's data.
 `run_daily` takes one day or a range (backfill: the same steps for each day in order, in one
 MLflow run whose metric steps are the day indices). A failed day raises before anything of it is
 registered; the MLflow run ends FAILED and the CLI exits non-zero.
+
+A tracking server that cannot be reached fails the job within the run config's `tracking`
+bounds with one line naming its URI (`ServiceError`, exit 1); the run is marked FAILED (at once,
+or by the next job when the server was down). A day trained and checkpointed whose candidate
+could not be registered is remembered in `<workdir>/pending_registration.json`; the next run
+registers it first (or completes a half-done registration), before gating it on its new day.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from rich.console import Console
 
 from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.errors import UserError
+from recsys_matta.errors import ServiceError, UserError
+from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.jobs.mixnmatch import mixnmatch_report
 from recsys_matta.jobs.scoring import raw_frames, score_pyfunc
 from recsys_matta.jobs.train import ConsoleSink, prepare, summary_table
@@ -80,7 +87,7 @@ def gate_candidate(
     )
 
     name = cfg.registered_model
-    label = cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
+    label = cfg.eval_label
     cand, champ = alias_version(name, CANDIDATE), champion_version(name)
 
     def skip(why: str) -> None:
@@ -117,7 +124,8 @@ def gate_candidate(
 
 
 def register_candidate(
-    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None
+    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None,
+    catch_up: bool = False,
 ):
     """Log the current Student as a pyfunc and register it (alias `candidate`, tagged with the
     day it was trained through). When the model has no champion yet it becomes the champion
@@ -145,6 +153,7 @@ def register_candidate(
     if console is not None:
         console.print(
             f"registered {name} v{version} (trained through {day}) as candidate"
+            + (" (catch-up: the run that trained it could not register it)" if catch_up else "")
             + ("; no champion yet, so it is the champion" if first is not None else "; the next day's run gates it")
         )
     return version, first
@@ -170,12 +179,112 @@ def run_daily(
     console: Console | None = None,
     tracking_uri: str | None = None,
 ) -> DailyOutcome:
-    """Run the daily job for `days_expr` (one day, `A..B` or a comma list). See module docstring."""
-    from recsys_matta.tracking.tracker import open_tracker
+    """Run the daily job for `days_expr` (one day, `A..B` or a comma list). See module docstring.
+    Holds the work directory's lock throughout (`WorkdirLocked` when another job has it)."""
+    from recsys_matta.tracking.tracker import is_remote, resolve_tracking_uri, set_http_limits, short_error
 
     spec, cfg = prepare(spec_path, config_path, list(overrides))
     ctx = DistContext.from_env(cfg.train.device)
     workdir = Path(workdir)
+    set_http_limits(cfg.tracking.http_retries, cfg.tracking.http_timeout_s)
+    uri = resolve_tracking_uri(workdir, tracking_uri)
+    with workdir_lock(workdir, ctx):
+        try:
+            return _run_daily(spec_path, spec, cfg, ctx, data, workdir, days_expr, force, console, tracking_uri)
+        except Exception as e:
+            if not (is_remote(uri) and _is_tracking_failure(e)):
+                raise
+            raise ServiceError(
+                f"MLflow tracking server {uri}: {short_error(e)} (after {cfg.tracking.http_retries} "
+                f"retries, tracking.http_timeout_s={cfg.tracking.http_timeout_s}). Finished days "
+                f"keep their checkpoints in {workdir}; a candidate not registered yet is registered "
+                f"by the next run."
+            ) from None
+
+
+def _is_tracking_failure(e: BaseException) -> bool:
+    """An MLflow client or HTTP error (not a bug of ours, not bad data)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, requests.exceptions.RequestException, ConnectionError))
+
+
+PENDING_FILE = "pending_registration.json"
+
+
+def _mark_pending(workdir: Path, day: str) -> None:
+    import json
+
+    from recsys_matta.train.checkpoint import atomic_write_text
+
+    atomic_write_text(workdir / PENDING_FILE, json.dumps({"day": day}))
+
+
+def _pending(workdir: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((workdir / PENDING_FILE).read_text())["day"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _clear_pending(workdir: Path) -> None:
+    (workdir / PENDING_FILE).unlink(missing_ok=True)
+
+
+def _catch_up(trainer: OnlineTrainer, data: Path, workdir: Path, tracker, console: Console | None, ctx: DistContext):
+    """Register the candidate an earlier run trained but could not register (the server was
+    down): the newest checkpoint's Student, when it is that day's; a half-done registration (a
+    version without its alias) is completed instead. Returns the first-champion decision or None.
+    Collective (the export) when the tables are sharded."""
+    from recsys_matta.tracking.registry import CANDIDATE, _client, alias_version, champion_version, gate
+
+    name = trainer.cfg.registered_model
+    todo, existing = None, None
+    if ctx.is_main:
+        day = _pending(workdir)
+        if day is not None and day not in trainer.done_days:  # its training did not finish
+            _clear_pending(workdir)
+            day = None
+        if day is not None and trainer.done_days[-1] != day:
+            log.warning(
+                "the candidate of %s was never registered and its state is gone (the newest checkpoint "
+                "is %s); it is skipped", day, trainer.done_days[-1],
+            )  # fmt: skip
+            _clear_pending(workdir)
+            day = None
+        if day is not None:
+            found = [
+                int(mv.version)
+                for mv in _client().search_model_versions(f"name='{name}'")
+                if mv.tags.get("day") == day
+            ]
+            existing, todo = (max(found) if found else None), day
+    todo, existing = ctx.all_gather_object((todo, existing))[0]
+    if todo is None:
+        return None
+    record = next(r for r in trainer.history if r.day == todo)
+    models = trainer.export()  # collective with sharded tables
+    first = None
+    if ctx.is_main:
+        if existing is None:
+            _, first = register_candidate(trainer, record, data, tracker, console, models[0], catch_up=True)
+        else:  # registered, but the job stopped before its alias
+            if alias_version(name, CANDIDATE) != existing:
+                _client().set_registered_model_alias(name, CANDIDATE, str(existing))
+            if champion_version(name) is None:
+                first = gate(name, existing, record.student.auc_loss, None, day=todo, tracker=tracker)
+            if console is not None:
+                console.print(f"{name} v{existing} (trained through {todo}) is the candidate (its registration is completed)")
+        _clear_pending(workdir)
+    return first
+
+
+def _run_daily(spec_path, spec, cfg, ctx, data, workdir, days_expr, force, console, tracking_uri) -> DailyOutcome:
+    from recsys_matta.tracking.tracker import open_tracker
+
     trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=ctx, force=force)
     days = trainer.reader.select_days(days_expr)  # a missing day is a DataError, before any run
     trainer.restore()  # the newest readable checkpoint (finished days, state)
@@ -192,6 +301,10 @@ def run_daily(
         tracker.log_dict(cfg.model_dump(mode="json"), "inputs/run_config.json")
         sinks: tuple[MetricsSink, ...] = (TrackerSink(tracker),)
         trainer.sinks = (*sinks, ConsoleSink(console)) if console is not None and ctx.is_main else sinks
+        if cfg.daily.register_student:
+            first = _catch_up(trainer, Path(data), workdir, tracker, console, ctx)
+            if first is not None:
+                out.decisions.append(first)
         for day in days:
             if day in trainer.done_days and not force:
                 if console is not None and ctx.is_main:
@@ -203,11 +316,14 @@ def run_daily(
                 if decision is not None:
                     out.decisions.append(decision)
             ctx.barrier()
+            if cfg.daily.register_student and ctx.is_main:
+                _mark_pending(workdir, day)  # until its candidate is registered (the run may die first)
             records = trainer.run([day])
             if cfg.daily.register_student and records:
                 models = trainer.export()  # a collective when the tables are sharded
                 if ctx.is_main:
                     _, first = register_candidate(trainer, records[0], data, tracker, console, models[0])
+                    _clear_pending(workdir)
                     if first is not None:
                         out.decisions.append(first)
             ctx.barrier()

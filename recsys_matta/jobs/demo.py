@@ -8,13 +8,11 @@ the last candidate on the held-out last day, all in `<workdir>/mlflow.db`.
 
 from __future__ import annotations
 
-import sys
 from datetime import date
 from pathlib import Path
 
-from rich.console import Console
-
 from recsys_matta.errors import UserError
+from recsys_matta.jobs.console import job_console
 
 SPEC = Path(__file__).resolve().parents[2] / "feature_specs" / "synthetic.yaml"
 START = date(2026, 1, 1)
@@ -27,7 +25,7 @@ def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: 
     from recsys_matta.jobs.daily import run_daily
     from recsys_matta.specs import load_spec
 
-    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console = job_console()
     if not SPEC.is_file():
         raise UserError(f"{SPEC}: the shipped synthetic spec is missing (run the demo from a checkout)")
     spec = load_spec(SPEC)
@@ -51,6 +49,6 @@ def run_demo(workdir: Path, days: int, rows_per_day: int, seed: int, overrides: 
         console.print(wide_narrow_wide_markdown(out.report), markup=False, soft_wrap=True)
     console.rule("done")
     for d in out.decisions + ([last] if last is not None else []):
-        console.print(d.summary(), markup=False)
+        console.print(d.summary(), markup=False, highlight=False)
     if out.tracking_uri:
         console.print(f"see the run: mlflow ui --backend-store-uri {out.tracking_uri}")

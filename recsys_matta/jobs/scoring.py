@@ -1,5 +1,9 @@
 """Scoring models on whole days, streamed: trained modules on `Batch`es, registered pyfunc
-models on raw rows (the serving path, so the gate scores exactly what would be served)."""
+models on raw rows (the serving path, so the gate scores exactly what would be served).
+
+One path from files to rows: the day's files are `data.partitions.day_files` (the reader's
+listing) and the rows kept are `data.encode.valid_labels`' (the reader's label rule); the
+features go through `encode_table` inside the pyfunc, as in training."""
 
 from __future__ import annotations
 
@@ -8,22 +12,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from recsys_matta.data.batch import Batch
-from recsys_matta.data.encode import needed_columns
-from recsys_matta.data.partitions import day_dir
+from recsys_matta.data.encode import needed_columns, valid_labels
+from recsys_matta.data.partitions import day_dir, day_files
 from recsys_matta.data.reader import DayReader
 from recsys_matta.errors import DataError
 from recsys_matta.metrics import ModelMetrics, model_metrics
 from recsys_matta.specs import FeatureSpec
-
-
-def label_of(spec: FeatureSpec, label: str) -> str:
-    """Column name of label `teacher` / `event` (falls back to the one the spec has)."""
-    col = spec.labels.teacher if label == "teacher" else spec.labels.event
-    return col or spec.label_column
 
 
 @torch.no_grad()
@@ -44,40 +43,51 @@ def score_batches(
     return {n: model_metrics(torch.cat(p).numpy() if p else np.zeros(0), y) for n, p in preds.items()}
 
 
+def raw_batches(
+    spec: FeatureSpec, root: Path, day: str, chunk_rows: int = 65536
+) -> Iterator[tuple[Path, pa.RecordBatch]]:
+    """(file, raw feature + label columns) of one day in chunks of <= chunk_rows rows, over
+    the day's files as the training reader lists them (`data.partitions.day_files`)."""
+    files = day_files(Path(root), spec.partition, day)
+    if not files:
+        raise DataError(f"{day_dir(Path(root), spec.partition, day)}: no parquet files for day {day}")
+    cols = needed_columns(spec, labels=True)
+    for f in files:
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=cols):
+            yield f, rb
+
+
 def raw_frames(
     spec: FeatureSpec, root: Path, day: str, chunk_rows: int = 65536, limit: int | None = None
 ) -> Iterator[pd.DataFrame]:
     """The raw feature + label columns of one day as pandas DataFrames of <= chunk_rows rows."""
-    folder = day_dir(Path(root), spec.partition, day)
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise DataError(f"{folder}: no parquet files for day {day}")
-    cols = needed_columns(spec, labels=True)
     left = limit
-    for f in files:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=cols):
-            df = rb.to_pandas()
-            if left is not None:
-                df = df.iloc[:left]
-                left -= len(df)
-            yield df
-            if left is not None and left <= 0:
-                return
+    for _, rb in raw_batches(spec, root, day, chunk_rows):
+        df = rb.to_pandas()
+        if left is not None:
+            df = df.iloc[:left]
+            left -= len(df)
+        yield df
+        if left is not None and left <= 0:
+            return
 
 
 def score_pyfunc(model, spec: FeatureSpec, root: Path, day: str, label: str) -> ModelMetrics:
-    """Metrics of a registered pyfunc Student on the raw rows of `day`. Rows whose label is
-    null or outside [0, 1] are left out, as the training reader drops them."""
-    col = label_of(spec, label)
+    """Metrics of a registered pyfunc Student on the raw rows of `day` (the serving path: raw
+    columns in). Rows are kept by the training reader's own rule (`encode.valid_labels`: every
+    label column of the spec valid), so the gate scores exactly the rows evaluation scores."""
     features = needed_columns(spec, labels=False)
     probs, ys = [], []
-    for df in raw_frames(spec, root, day):
-        y = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
-        keep = np.isfinite(y) & (y >= 0) & (y <= 1)
-        if not keep.any():
+    for path, rb in raw_batches(spec, root, day):
+        labels, keep = valid_labels(spec, rb, str(path))
+        y = labels["event"] if label == "event" else labels.get("teacher", labels.get("event"))
+        if keep is not None:
+            rb = rb.filter(pa.array(keep))
+        if rb.num_rows == 0:
             continue
-        probs.append(np.asarray(model.predict(df.loc[keep, features].reset_index(drop=True)), dtype=np.float64))
-        ys.append(y[keep])
+        df = rb.select(features).to_pandas()
+        probs.append(np.asarray(model.predict(df), dtype=np.float64))
+        ys.append(y.astype(np.float64))
     if not ys:
         return model_metrics(np.zeros(0), np.zeros(0))
     return model_metrics(np.concatenate(probs), np.concatenate(ys))

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from recsys_matta.data.encoded import summarize_counts
 from recsys_matta.distributed.context import DistContext
+from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.specs import FeatureSpec, load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import atomic_write_text
@@ -52,9 +53,15 @@ def train_job(
     ctx: DistContext | None = None,
     console: Console | None = None,
 ) -> tuple[OnlineTrainer, list[DayRecord]]:
-    """Run the online loop over the selected days; returns the trainer and the new records."""
+    """Run the online loop over the selected days; returns the trainer and the new records.
+    Holds the work directory's lock throughout (`WorkdirLocked` when another job has it)."""
     ctx = ctx or DistContext.from_env(cfg.train.device)
     workdir = Path(workdir)
+    with workdir_lock(workdir, ctx):
+        return _train_job(spec, cfg, data, workdir, days_expr, force, sinks, ctx, console)
+
+
+def _train_job(spec, cfg, data, workdir, days_expr, force, sinks, ctx, console):
     if console is not None and ctx.is_main:
         sinks = (*sinks, ConsoleSink(console))
     trainer = OnlineTrainer(spec, cfg, data, workdir, ctx=ctx, sinks=sinks, force=force)

@@ -1,4 +1,4 @@
-"""AucLoss = 1 - AUROC and friends, exact over a whole day (DESIGN.md section 6).
+"""AucLoss = 1 - AUROC and friends, exact over a whole day (docs/architecture.md section 7).
 
 With soft labels y in [0, 1] the AUROC is the weighted AUC in which each example counts as a
 positive with weight y and as a negative with weight 1 - y; on 0/1 labels it is the ordinary

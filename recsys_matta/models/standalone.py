@@ -9,23 +9,41 @@ TorchRec either:
     lengths (F * B,)  bag sizes, feature-major                 (= batch.sparse.lengths())
     dense   (B, D)    transformed dense features               (= batch.dense)
 
-Save with `save(path)` and load with `StandaloneModel.load(path)`: `to_dict()` is plain numbers,
-strings, lists and tensors (format `FORMAT`; `torch.load(..., weights_only=True)` reads it). `export(values, lengths, dense)` gives a `torch.export` program with
-dynamic batch size.
+Save with `save(folder)` and load with `StandaloneModel.load(folder)`: the folder holds
+`config.json` (the format `FORMAT`, the features, tables and the tower's block configs: JSON) and
+`state_dict.pt` (the weights: tensors only, read with `torch.load(weights_only=True)`). Nothing is
+pickled and nothing in the files can run code; a file that is not plain tensors is refused
+(`recsys_matta.safeload`). `to_dict()` is the same content in memory. `export(values, lengths,
+dense)` gives a `torch.export` program with dynamic batch size.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from recsys_matta.errors import UserError
 from recsys_matta.models.tower import Tower
+from recsys_matta.safeload import load_tensors
 from recsys_matta.specs.model import TowerConfig, Widths
 
-# The serving artifact's format (`to_dict`); /2: the tower as a list of block configs.
-FORMAT = "recsys_matta.standalone/2"
+# The serving artifact's format (`to_dict`, `save`): /3 a folder of config.json + state_dict.pt.
+FORMAT = "recsys_matta.standalone/3"
+# /2 (one .pt: the same config and state dict in one dict of plain values) is still read.
+READS = (FORMAT, "recsys_matta.standalone/2")
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "state_dict.pt"
+REREGISTER = (
+    "It was written by an older recsys-matta (a pickled module), which this version refuses to "
+    "unpickle: re-register the model with this version (`matta register`, or re-run its day with "
+    "`matta daily --day D --force`)"
+)
+
+
+class ArtifactFormatError(UserError, ValueError):
+    """A model artifact of an unknown or old format (the message names the file)."""
 
 
 class StandaloneModel(nn.Module):
@@ -124,8 +142,8 @@ class StandaloneModel(nn.Module):
             "embedding": self.embedding.weight.numel(),
         }
 
-    def to_dict(self) -> dict:
-        """Everything needed to rebuild the model: plain numbers, strings and tensors."""
+    def config(self) -> dict:
+        """The model's dims and configs (JSON): everything but the weights."""
         return {
             "format": FORMAT,
             "feature_names": self.feature_names,
@@ -135,14 +153,17 @@ class StandaloneModel(nn.Module):
             "label": self.label,
             "num_dense": self.tower.num_dense,
             "tower": self.tower.cfg.model_dump(mode="json"),
-            "state_dict": self.state_dict(),
         }
 
+    def to_dict(self) -> dict:
+        """Everything needed to rebuild the model: `config()` plus the state dict (tensors)."""
+        return {**self.config(), "state_dict": self.state_dict()}
+
     @classmethod
-    def from_dict(cls, d: dict) -> "StandaloneModel":
-        if d.get("format") != FORMAT:
-            raise ValueError(
-                f"standalone model format {d.get('format')!r}, this version reads {FORMAT!r}: "
+    def from_dict(cls, d: dict, source: str = "standalone model") -> "StandaloneModel":
+        if d.get("format") not in READS:
+            raise ArtifactFormatError(
+                f"{source}: format {d.get('format')!r}, this version reads {' or '.join(READS)}: "
                 f"re-register the model with this version"
             )
         model = cls(
@@ -152,9 +173,41 @@ class StandaloneModel(nn.Module):
         model.load_state_dict(d["state_dict"])
         return model
 
-    def save(self, path: str | Path) -> None:
-        torch.save(self.to_dict(), path)
+    def save(self, folder: str | Path) -> None:
+        """Write `folder/config.json` and `folder/state_dict.pt` (tensors only)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1, sort_keys=True))
+        torch.save(dict(self.state_dict()), folder / WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "StandaloneModel":
-        return cls.from_dict(torch.load(path, map_location=map_location, weights_only=True))
+        """A saved model (CPU): a `save` folder, or a /2 single file. Never unpickles: a file
+        that is not plain tensors / JSON-able values raises `UnsafeFileError` naming it."""
+        path = Path(path)
+        if path.is_dir():
+            cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+            for f in (cfg_file, weights):
+                if not f.is_file():
+                    raise ArtifactFormatError(f"{f}: missing (not a {FORMAT} model folder)")
+            try:
+                config = json.loads(cfg_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ArtifactFormatError(f"{cfg_file}: not JSON ({e})") from None
+            state = load_tensors(weights, "model weights", pickled_module_hint=REREGISTER)
+            if not isinstance(state, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+            ):
+                raise ArtifactFormatError(f"{weights}: not a state dict (names -> tensors)")
+            if not isinstance(config, dict) or "state_dict" in config:
+                raise ArtifactFormatError(f"{cfg_file}: not a {FORMAT} model config")
+            model = cls.from_dict({**config, "state_dict": state}, source=str(cfg_file))
+        else:
+            obj = load_tensors(path, "model weights", pickled_module_hint=REREGISTER)
+            if not isinstance(obj, dict):
+                raise ArtifactFormatError(
+                    f"{path}: a {type(obj).__name__}, not a model artifact: re-register the model "
+                    f"with this version"
+                )
+            model = cls.from_dict(obj, source=str(path))
+        return model.to(map_location)

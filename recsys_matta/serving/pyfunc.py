@@ -11,9 +11,9 @@ lists of them for multi-valued features, numbers for dense features. Nulls are a
 everywhere (a null id gives an empty bag, a null dense value the spec's default); unseen ids are
 allowed (hashed, or sent to the OOV row). Extra columns (labels, the day) are ignored.
 
-Artifacts: the model weights (`StandaloneModel.save`: a plain dict of tensors, loaded with
-`torch.load(weights_only=True)`; any other plain-torch module with the same forward is pickled
-with `torch.save`) and the spec YAML. Loading needs torch, pyarrow, pandas and this package; not
+Artifacts: the model folder (`StandaloneModel.save`: `config.json` with the dims and block
+configs, `state_dict.pt` with tensors only, loaded with `torch.load(weights_only=True)` and no
+fallback: a file that would need unpickling is refused, naming it) and the spec YAML. Loading needs torch, pyarrow, pandas and this package; not
 TorchRec.
 
 Code: logged as MLflow "models from code" (`student_model.py`, nothing pickled). The model does
@@ -110,29 +110,24 @@ def request_table(spec: FeatureSpec, df: pd.DataFrame) -> pa.Table:
 
 # --------------------------------------------------------------------------------- the model
 def _save_weights(model: nn.Module, path: Path) -> str:
-    """Write the weights; returns the format name stored in the model metadata."""
-    if callable(getattr(model, "to_dict", None)) and hasattr(type(model), "from_dict"):
-        torch.save(model.to_dict(), path)
-        return STANDALONE_FORMAT
-    torch.save(model, path)  # a plain-torch module of another class: pickled
-    return "torch.save"
+    """Write the weights folder (`StandaloneModel.save`: config.json + tensors-only
+    state_dict.pt); returns the format name stored in the model metadata. Nothing is pickled, so
+    only models that save themselves as plain data (`save` + `load`) can be logged."""
+    if not (callable(getattr(model, "save", None)) and callable(getattr(type(model), "load", None))):
+        raise TypeError(
+            f"cannot log a {type(model).__name__}: the served model is saved as plain tensors + "
+            f"JSON (a StandaloneModel from extraction); other modules would need pickling"
+        )
+    model.save(path)
+    return STANDALONE_FORMAT
 
 
 def load_weights(path: str | Path) -> nn.Module:
-    """Inverse of `_save_weights` (CPU, eval mode)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a plain dict of tensors: a pickled module
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict):
-        from recsys_matta.models.standalone import StandaloneModel
+    """Inverse of `_save_weights` (CPU, eval mode). Only `torch.load(weights_only=True)`: a file
+    that is not plain tensors is refused (`UnsafeFileError` naming it), never unpickled."""
+    from recsys_matta.models.standalone import StandaloneModel
 
-        if obj.get("format") != STANDALONE_FORMAT:
-            raise ValueError(f"{path}: unknown weights format {obj.get('format')!r}")
-        obj = StandaloneModel.from_dict(obj)
-    if not isinstance(obj, nn.Module):
-        raise ValueError(f"{path}: expected a torch module, got {type(obj).__name__}")
-    return obj.eval()
+    return StandaloneModel.load(path).eval()
 
 
 def spec_yaml(spec: FeatureSpec) -> str:
@@ -269,7 +264,7 @@ def log_student(
     if input_example is not None:
         input_example = input_example[[c for c in meta["columns"] if c in input_example.columns]]
     with tempfile.TemporaryDirectory() as tmp:
-        spec_file, weights_file = Path(tmp) / "spec.yaml", Path(tmp) / "student.pt"
+        spec_file, weights_file = Path(tmp) / "spec.yaml", Path(tmp) / "student"
         spec_file.write_text(spec_yaml(spec))
         meta["weights_format"] = _save_weights(standalone, weights_file)
         logged = mlflow.initialize_logged_model(

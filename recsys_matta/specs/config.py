@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 
 
 class LossConfig(_Strict):
-    """MatTA loss `ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D` (DESIGN.md section 5).
+    """MatTA loss `ω_S L_S + ω_TA L_TA + ramp(t) ω_D L_D` (docs/architecture.md section 6, "The loss").
 
     Args:
         w_student: ω_S, weight of BCE(student, label).
@@ -44,7 +44,7 @@ class LossConfig(_Strict):
 
 class ElasticConfig(_Strict):
     """Elastic (Mix'n'Match) training: besides the Student and the TA, each step trains
-    `samples` sampled sub-networks of the nested TA (docs/architecture.md, "Elastic training").
+    `samples` sampled sub-networks of the nested TA (docs/architecture.md section 6, "Elastic training").
 
         L += weight * mean_c [ BCE(logit_c, y) + ramp(t) w_distill BCE(logit_c, stopgrad σ(logit_TA)) ]
 
@@ -130,6 +130,27 @@ class BaselineConfig(_Strict):
     checkpoint: str | None = None
 
 
+class IdBudget(_Strict):
+    """The budget of null / unknown ids of a sparse feature on one day, as a share of the day's
+    rows: null ids (a null single id, a null list, a null element of a list) plus, for
+    `vocab_size` features, ids outside the vocab (sent to the OOV row).
+
+    Args:
+        warn: above this share the job logs a warning naming the feature (and trains).
+        fail: above this share the day fails (not trained, not marked finished), naming the
+            feature, its column, the counts and the files with the most.
+    """
+
+    warn: float = Field(0.01, ge=0)
+    fail: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IdBudget":
+        if self.warn > self.fail:
+            raise ValueError(f"warn ({self.warn}) must not exceed fail ({self.fail})")
+        return self
+
+
 class DataConfig(_Strict):
     """What the online loop accepts from a day's data.
 
@@ -137,10 +158,18 @@ class DataConfig(_Strict):
         max_invalid_fraction: largest share of a day's rows that may be dropped (null or
             out-of-range labels) before the day fails instead of training on the rest.
         min_rows: fewest rows (after dropping) a day must have to be trained and marked done.
+        ids: the null / unknown id budget of every sparse feature (warn 1%, fail 20%).
+        ids_per_feature: feature name -> its own budget, replacing `ids` for that feature
+            (features that are often empty by nature, e.g. Criteo's C19..C26).
     """
 
     max_invalid_fraction: float = Field(0.01, ge=0, le=1)
     min_rows: int = Field(1, ge=1)
+    ids: IdBudget = Field(default_factory=IdBudget)
+    ids_per_feature: dict[str, IdBudget] = Field(default_factory=dict)
+
+    def id_budget(self, feature: str) -> IdBudget:
+        return self.ids_per_feature.get(feature, self.ids)
 
 
 class TrainConfig(_Strict):
@@ -245,6 +274,23 @@ class DailyConfig(_Strict):
     mixnmatch_all_max: int = Field(64, ge=0)
 
 
+class TrackingConfig(_Strict):
+    """Talking to an MLflow tracking server over HTTP (not the embedded sqlite store).
+
+    A server that stops answering fails the job within about
+    `(http_retries + 1) * http_timeout_s` plus the backoff (1, 2, 4, ... s) instead of MLflow's
+    defaults (7 retries, 120 s each: minutes). `MLFLOW_HTTP_REQUEST_MAX_RETRIES` /
+    `MLFLOW_HTTP_REQUEST_TIMEOUT` in the environment take precedence.
+
+    Args:
+        http_retries: retries of a failed request.
+        http_timeout_s: seconds one request may take.
+    """
+
+    http_retries: int = Field(3, ge=0, le=10)
+    http_timeout_s: int = Field(20, ge=1)
+
+
 class RunConfig(_Strict):
     """Everything a training run needs besides the spec and the data.
 
@@ -263,6 +309,7 @@ class RunConfig(_Strict):
         train: the online loop.
         dist: multi-process (torchrun) sharding and pipelining.
         daily: the daily pipeline (registration, gate, Mix'n'Match).
+        tracking: how long a tracking server may take to answer before the job fails.
         experiment: MLflow experiment name.
         registered_model: MLflow registered model name of the Student.
     """
@@ -279,6 +326,13 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     dist: DistConfig = DistConfig()
     daily: DailyConfig = DailyConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def eval_label(self) -> str:
+        """The label metrics and the gate are against: `train.eval_label`, `auto` = the training
+        label (`loss.label`). The one place this rule is written."""
+        return self.loss.label if self.train.eval_label == "auto" else self.train.eval_label
     experiment: str = "matta"
     registered_model: str = "matta-student"
 

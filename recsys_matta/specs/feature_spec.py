@@ -147,7 +147,7 @@ Feature = Annotated[SparseFeature | DenseFeature, Field(discriminator="kind")]
 
 
 class FeatureSpec(_Strict):
-    """A dataset's feature spec (see module docstring and DESIGN.md section 3).
+    """A dataset's feature spec (see module docstring and docs/architecture.md section 4).
 
     Args:
         name: dataset name.

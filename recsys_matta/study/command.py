@@ -99,8 +99,7 @@ def job_config(job: Job):
 
 
 def _eval_label(job: Job) -> str:
-    cfg = job_config(job)
-    return cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
+    return job_config(job).eval_label
 
 
 def build_report(

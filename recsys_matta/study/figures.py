@@ -49,7 +49,7 @@ def _checkpoint(run_dir: Path, spec: FeatureSpec, day: str | None) -> tuple[dict
 
 
 def _eval_label(cfg: RunConfig) -> str:
-    return cfg.loss.label if cfg.train.eval_label == "auto" else cfg.train.eval_label
+    return cfg.eval_label
 
 
 def mixnmatch_from_checkpoint(

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_matta.data.encode import Encoded, check_schema, encode_table, needed_columns
-from recsys_matta.data.partitions import day_dir, day_writer
+from recsys_matta.data.partitions import day_dir, day_writer, parquet_files
 from recsys_matta.errors import DataError, UserError
 from recsys_matta.metrics import weighted_auc
 from recsys_matta.specs import FeatureSpec, load_spec, read_yaml, validate_mapping
@@ -89,7 +89,7 @@ class TeacherConfig(BaseModel):
 # ------------------------------------------------------------------------------- reading
 def day_files(root: Path, spec: FeatureSpec, day: str) -> list[Path]:
     folder = day_dir(root, spec.partition, day)
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    files = parquet_files(folder)  # the reader's listing
     if not files:
         raise DataError(f"{folder}: no parquet files for day {day}")
     return files

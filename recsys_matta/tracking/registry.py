@@ -1,6 +1,6 @@
 """Model registry: register the Student, alias `candidate`, and the champion gate.
 
-Aliases, not stages (DESIGN.md section 7): every new version gets alias `candidate`; alias
+Aliases, not stages (docs/architecture.md section 9): every new version gets alias `candidate`; alias
 `champion` moves to a version only when its AucLoss on a held-out day is strictly lower than the
 current champion's AucLoss on the SAME day. The caller re-scores the champion
 (`load_champion(name)` returns it as a pyfunc model) and passes both numbers to `gate`; ties do
@@ -58,8 +58,11 @@ def register(
     `alias` (default `candidate`) at it, and return the version number."""
     import mlflow
 
+    from recsys_matta.tracking.verbosity import registry_chatter_dropped
+
     str_tags = {k: _fmt(v) for k, v in (tags or {}).items() if v is not None}
-    mv = mlflow.register_model(model_uri, name, tags=str_tags)
+    with registry_chatter_dropped():  # the job prints its own "registered ... vN" line
+        mv = mlflow.register_model(model_uri, name, tags=str_tags)
     version = int(mv.version)
     _client().set_registered_model_alias(name, alias, str(version))
     log.info("registered %s version %d (%s) as %r", name, version, model_uri, alias)

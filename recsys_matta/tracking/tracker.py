@@ -14,7 +14,11 @@
   the new run's parent (tag `mlflow.parentRunId`); a second tracker opened while the first is
   open is an independent sibling run. `close()` ends only this tracker's run.
 * Used as a context manager the run ends FINISHED, or FAILED when the block raises (KILLED on
-  Ctrl-C); the exception propagates.
+  Ctrl-C); the exception propagates. When the server cannot be told (it is down), the run's id
+  and status are kept in `<workdir>/.mlflow_unfinished.json` and the next tracker opened on that
+  work directory ends the run with that status, so no run stays RUNNING forever.
+* A tracking server that does not answer fails within a bounded time (`set_http_limits`, from
+  the run config's `tracking` section) instead of MLflow's minutes of retries.
 
 mlflow is imported lazily (1.7-3.7 s): importing this module costs nothing.
 """
@@ -35,6 +39,8 @@ from recsys_matta.tracking.params import clean_key, flatten_metrics, flatten_par
 log = logging.getLogger(__name__)
 
 DB_FILE = "mlflow.db"
+UNFINISHED_FILE = ".mlflow_unfinished.json"
+_HTTP_ENV: set[str] = set()  # the MLFLOW_HTTP_* variables this process set (not the user)
 ARTIFACT_DIR = "mlartifacts"
 TAG_VALUE_LIMIT = 8000  # mlflow.utils.validation.MAX_TAG_VAL_LENGTH
 _PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
@@ -129,11 +135,14 @@ class MlflowTracker(_ContextTracker):
         tracking_uri: the store's URI.
     """
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str, tracking_uri: str) -> None:
+    def __init__(
+        self, client: Any, run_id: str, experiment_id: str, tracking_uri: str, unfinished: Path | None = None
+    ) -> None:
         self.client = client
         self._run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
+        self.unfinished = unfinished  # where to remember the status when the server is down
         self.status: str = "RUNNING"
 
     @property
@@ -190,9 +199,91 @@ class MlflowTracker(_ContextTracker):
         """End the run with `status`; later calls do nothing."""
         if self.status != "RUNNING":
             return
-        self.client.set_terminated(self._run_id, status)
         self.status = status
+        try:
+            self.client.set_terminated(self._run_id, status)
+        except Exception as e:  # noqa: BLE001 - the server is down: end the run next time
+            if self.unfinished is None:
+                raise
+            _remember_unfinished(self.unfinished, self.tracking_uri, self._run_id, status)
+            log.warning(
+                "mlflow run %s could not be marked %s at %s (%s); the next run on this work "
+                "directory marks it", self._run_id, status, self.tracking_uri, short_error(e),
+            )  # fmt: skip
+            return
         log.info("mlflow run %s ended %s", self._run_id, status)
+
+
+def short_error(e: BaseException) -> str:
+    """One line for an MLflow / HTTP failure ("connection refused", "timed out", or its first
+    line, shortened)."""
+    text = str(e)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("Failed to establish a new connection", "no connection"),
+        ("Read timed out", "timed out"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+    ):
+        if needle in text:
+            return short
+    first = (text.strip().splitlines() or [type(e).__name__])[0]
+    return first[:200] + ("..." if len(first) > 200 else "")
+
+
+def _read_unfinished(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _remember_unfinished(path: Path, uri: str, run_id: str, status: str) -> None:
+    entries = [d for d in _read_unfinished(path) if d.get("run_id") != run_id]
+    _remember_unfinished_all(path, [*entries, {"uri": uri, "run_id": run_id, "status": status}])
+
+
+def _finish_unfinished(client: Any, path: Path, uri: str) -> None:
+    """End the runs an earlier job on this work directory could not end (server down then)."""
+    entries = _read_unfinished(path)
+    if not entries:
+        return
+    left = []
+    for d in entries:
+        if d.get("uri") != uri:
+            left.append(d)
+            continue
+        try:
+            client.set_terminated(d["run_id"], d.get("status", "FAILED"))
+            log.warning("mlflow run %s marked %s (its job could not reach %s)", d["run_id"], d.get("status"), uri)
+        except Exception:  # noqa: BLE001 - deleted meanwhile, or still unreachable: try next time
+            left.append(d)
+    if left:
+        _remember_unfinished_all(path, left)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remember_unfinished_all(path: Path, entries: list[dict]) -> None:
+    from recsys_matta.train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(entries, indent=1))
+
+
+def set_http_limits(retries: int, timeout_s: int) -> None:
+    """Bound MLflow's HTTP retries and per-request timeout (read by MLflow at each request);
+    variables the user set in the environment are left alone."""
+    for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries), ("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout_s),
+                       ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 1)):  # fmt: skip
+        if var in os.environ and var not in _HTTP_ENV:
+            continue
+        os.environ[var] = str(value)
+        _HTTP_ENV.add(var)
+
+
+def is_remote(uri: str | None) -> bool:
+    return bool(uri) and str(uri).startswith(("http://", "https://"))
 
 
 # ----------------------------------------------------------------------------------- the store
@@ -291,6 +382,8 @@ def open_tracker(
 
     uri = configure_mlflow(workdir, tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=mlflow.get_registry_uri())
+    unfinished = Path(workdir) / UNFINISHED_FILE
+    _finish_unfinished(client, unfinished, uri)
     experiment_id = ensure_experiment(client, experiment, local_artifact_root(uri))
     run_tags = _context_tags()
     if (active := mlflow.active_run()) is not None:
@@ -299,4 +392,4 @@ def open_tracker(
         run_tags[clean_key(k)] = truncate(str(v), TAG_VALUE_LIMIT)
     run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     log.info("mlflow run %s (%s), experiment %r, %s", run.info.run_id, run_name, experiment, uri)
-    return MlflowTracker(client, run.info.run_id, experiment_id, uri)
+    return MlflowTracker(client, run.info.run_id, experiment_id, uri, unfinished)

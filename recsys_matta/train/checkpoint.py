@@ -1,7 +1,10 @@
 """Atomic checkpoints: write a temp file, fsync, rename; a crash never leaves a half checkpoint.
 
 A checkpoint holds everything to continue the online run exactly: both models, both optimizers,
-the global step, RNG states, the finished days and their metric records.
+the global step, RNG states, the finished days and their metric records: tensors, numbers,
+strings, lists and dicts only, read back with `torch.load(weights_only=True)`
+(`recsys_matta.safeload`) and never unpickled: a planted file that would run code is refused,
+naming it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,18 @@ import numpy as np
 import torch
 
 from recsys_matta.errors import UserError
+from recsys_matta.safeload import UnsafeFileError, load_tensors
 
 CKPT_RE = re.compile(r"^day=(.+)\.pt$")
 log = logging.getLogger(__name__)
+
+
+def _old_numpy_rng_globals() -> list:
+    """Checkpoints written before the RNG state was plain data hold numpy's MT19937 key as an
+    ndarray: these globals rebuild a plain numeric array (no code), allowed for checkpoints only."""
+    from numpy._core.multiarray import _reconstruct
+
+    return [_reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
 class CheckpointError(UserError):
@@ -62,7 +74,9 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tensors(path, "a checkpoint", allow=_old_numpy_rng_globals())
+    except UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, ...: all mean unreadable
         why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {why})") from None
@@ -115,10 +129,27 @@ def list_checkpoints(ckpt_dir: Path) -> dict[str, Path]:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """torch, numpy and Python RNG states as tensors / numbers / lists (no numpy objects)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {
+        "bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+        "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss),
+    }  # fmt: skip
+    version, internal, gauss_next = random.getstate()
+    python_state = {"version": version, "internal": list(internal), "gauss_next": gauss_next}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": python_state}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        key = n["key"].numpy().astype(np.uint32)
+        np.random.set_state((n["bit_generator"], key, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    else:  # an older checkpoint: numpy's own tuple
+        np.random.set_state(n)
+    p = state["python"]
+    if isinstance(p, dict):
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    else:
+        random.setstate(p)

@@ -1,5 +1,5 @@
 """Elastic training: which Mix'n'Match sub-networks a training step trains besides the Student
-and the TA (docs/architecture.md, "Elastic training").
+and the TA (docs/architecture.md section 6, "Elastic training").
 
     sample_choices(cfg, elastic, seed, step) -> [Choice, ...]      # deterministic in (seed, step)
 

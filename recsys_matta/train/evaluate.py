@@ -1,5 +1,5 @@
 """Progressive validation of one day: every model scored on all of the day before it trains on it
-(DESIGN.md sections 5-6). Exact across ranks: predictions are gathered, never per-rank AUCs."""
+(docs/architecture.md section 7). Exact across ranks: predictions are gathered, never per-rank AUCs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The MatTA loss (paper section 3.1, binary case; docs/architecture.md, "The loss").
+"""The MatTA loss (paper section 3.1, binary case; docs/architecture.md section 6, "The loss").
 
     L_S  = BCE(σ(logit_S),  y)
     L_TA = BCE(σ(logit_TA), y)

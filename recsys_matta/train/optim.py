@@ -18,8 +18,9 @@ from torch import nn
 from recsys_matta.specs.config import OptimConfig
 from recsys_matta.train.shampoo import BlockSOAP, zero_grads
 
-# heavyball compiles its update by default (11.5 s first step on CPU and recompiles later, see
-# FACTS.md). Eager everywhere: the step is a handful of small matmuls per weight.
+# heavyball compiles its update by default (11.5 s first step on CPU and recompiles later, measured
+# here; docs/architecture.md section 6, "Optimizers"). Eager everywhere: the step is a handful of
+# small matmuls per weight.
 heavyball.utils.compile_mode = None
 
 EMBEDDING_PREFIX = "ebc."

@@ -1,5 +1,5 @@
 """The one training step: MatTA model + production baseline -> their losses
-(docs/architecture.md, "The loss").
+(docs/architecture.md section 6, "The loss").
 
     TrainStep(batch) -> (loss (1,), terms)
         choices = sample_choices(cfg, elastic, seed, step)      # elastic: sampled sub-networks

@@ -1,4 +1,4 @@
-"""The online (daily) MatTA loop (DESIGN.md section 5): the day policy, nothing else.
+"""The online (daily) MatTA loop (docs/architecture.md section 6, "The online loop"): the day policy, nothing else.
 
     for day in days (chronological):
         skip it if finished (unless --force: restore the state before it)
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from recsys_matta.data.batch import Batch
 from recsys_matta.data.encode import ReadCounts
 from recsys_matta.data.partitions import day_dir, parse_day
-from recsys_matta.data.quality import check_counts, check_drift, check_has_rows
+from recsys_matta.data.quality import check_counts, check_drift, check_has_rows, check_ids
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.distributed.engine import Engine, make_engine
@@ -110,6 +110,7 @@ class OnlineTrainer:
         self.spec, self.cfg = spec, cfg
         self.data_root, self.workdir = Path(data_root), Path(workdir)
         self.ctx = ctx or DistContext()
+        self._id_warned: set[str] = set()  # days whose id-budget warning was logged
         self.sinks = sinks
         self.force = force
         self.ckpt_dir = self.workdir / "checkpoints"
@@ -123,7 +124,7 @@ class OnlineTrainer:
         self.label = cfg.loss.label
         if self.label == "event" and spec.labels.event is None:
             raise UserError(f"loss.label=event but spec {spec.name!r} has no event label column")
-        self.eval_label = self.label if t.eval_label == "auto" else t.eval_label
+        self.eval_label = cfg.eval_label
         if self.eval_label == "event" and spec.labels.event is None:
             raise UserError(f"train.eval_label=event but spec {spec.name!r} has no event label column")
         self._reset()
@@ -255,12 +256,16 @@ class OnlineTrainer:
         self.check_day(day)
 
     def check_day(self, day: str) -> dict[str, str]:
-        """The checks that need no pass over the features (DayDataError): rows, column types,
-        and the loss budget counted from the label columns alone."""
+        """The checks before the day's data pass (DayDataError): rows, column types, the loss
+        budget counted from the label columns alone and the id budget from the sparse columns
+        alone (warned once per day, on rank 0)."""
         kinds = self.reader.column_kinds(day)
         check_drift(self.schema, kinds, day)
         check_has_rows(self.reader.num_rows(day), day, day_dir(self.data_root, self.spec, day))
         check_counts(self.reader.label_counts(day), day, self.cfg.data)
+        warn = self.ctx.is_main and day not in self._id_warned
+        check_ids(self.reader.id_counts(day), day, self.spec, self.cfg.data, warn=warn)
+        self._id_warned.add(day)
         return kinds
 
     def run_day(self, day: str) -> DayRecord:

@@ -18,6 +18,7 @@ from recsys_matta.models.extract import (
 )
 from recsys_matta.models.matta import MatTAModel
 from recsys_matta.models.standalone import StandaloneModel
+from recsys_matta.safeload import UnsafeFileError
 from recsys_matta.specs.model import ResidualBlockConfig, Widths
 from tests.models.tiny import SHARED_SPEC, TINY_CFG, TINY_SPEC, make_batch, randomize_
 
@@ -150,18 +151,21 @@ def test_save_load_and_pickle_roundtrip(model, batch, tmp_path):
     sm = extract(model, wide_narrow_wide(TINY_CFG, 3))
     with torch.no_grad():
         ref = _run(sm, batch)
-        sm.save(tmp_path / "m.pt")
-        loaded = StandaloneModel.load(tmp_path / "m.pt")
+        sm.save(tmp_path / "m")
+        assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "state_dict.pt"]
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "m" / "state_dict.pt") == []
+        loaded = StandaloneModel.load(tmp_path / "m")
         assert torch.equal(_run(loaded, batch), ref)
         assert loaded.label == sm.label == wide_narrow_wide(TINY_CFG, 3).label
-        torch.save(sm, tmp_path / "whole.pt")
-        whole = torch.load(tmp_path / "whole.pt", weights_only=False)
-        assert torch.equal(_run(whole, batch), ref)
+        torch.save(sm, tmp_path / "whole.pt")  # the module pickles (in-process use) ...
+        # ... but a pickled module is never loaded back: an old-format artifact
+        with pytest.raises(UnsafeFileError, match=r"whole\.pt: refused.*re-register"):
+            StandaloneModel.load(tmp_path / "whole.pt")
 
 
 def test_standalone_loads_and_runs_without_torchrec(model, batch, tmp_path):
     sm = extract(model, ta_choice(TINY_CFG))
-    sm.save(tmp_path / "m.pt")
+    sm.save(tmp_path / "m")
     torch.save(
         {"values": batch.sparse.values(), "lengths": batch.sparse.lengths(), "dense": batch.dense},
         tmp_path / "inputs.pt",
@@ -173,7 +177,8 @@ import sys
 sys.modules["torchrec"] = None  # any import of torchrec now fails
 import torch
 from recsys_matta.models.standalone import StandaloneModel
-m = StandaloneModel.load({str(tmp_path / "m.pt")!r})
+from recsys_matta.safeload import UnsafeFileError
+m = StandaloneModel.load({str(tmp_path / "m")!r})
 x = torch.load({str(tmp_path / "inputs.pt")!r})
 with torch.no_grad():
     out = m(x["values"], x["lengths"], x["dense"])

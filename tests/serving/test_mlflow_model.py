@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from recsys_matta.models.standalone import FORMAT as STANDALONE_FORMAT
+from recsys_matta.safeload import UnsafeFileError
 from recsys_matta.serving.pyfunc import log_student
 from recsys_matta.tracking import open_tracker
 from recsys_matta.tracking.registry import (
@@ -25,10 +26,12 @@ from recsys_matta.tracking.registry import (
     CHAMPION,
     gate,
     load_champion,
+    load_version,
     register,
     version_info,
     version_tags,
 )
+from tests.planted import plant
 from tests.http_server import free_port, stop, wait_healthy
 from tests.serving.tiny import COLUMNS, SPEC, raw_rows, raw_table, reference_probs, tiny_model
 from tests.tracking.mlflow_store import fresh_store
@@ -99,7 +102,28 @@ def test_input_example_stored(champion):
     assert example["dataframe_split"]["columns"][: len(COLUMNS)] == COLUMNS
     assert len(example["dataframe_split"]["data"]) == 3
     assert (local / "artifacts" / "spec.yaml").is_file()
-    assert (local / "artifacts" / "student.pt").is_file()
+    assert (local / "artifacts" / "student" / "config.json").is_file()
+    assert (local / "artifacts" / "student" / "state_dict.pt").is_file()
+
+
+def test_planted_pickle_in_a_model_version_is_refused(champion, tmp_path):
+    """Someone with write access to the store replaces a version's weights with a pickle whose
+    unpickling would create a file: loading the version fails naming the file; nothing runs."""
+    import mlflow
+    from urllib.parse import urlparse
+
+    name = f"{NAME}-planted"
+    with open_tracker(champion["root"], "serving", "planted") as tracker:
+        model_uri = log_student(tracker, champion["model"], SPEC, None, step=1)
+    version = register(model_uri, name, version_tags("2026-11-01", 0.42, 0.45))
+    location = mlflow.get_logged_model(model_uri.split("/")[-1]).artifact_location
+    weights = Path(urlparse(location).path) / "artifacts" / "student" / "state_dict.pt"
+    assert weights.is_file()
+    marker = tmp_path / "marker"
+    plant(weights, marker, wrap=False)
+    with pytest.raises(UnsafeFileError, match=r"student/state_dict\.pt: refused to load model weights"):
+        load_version(name, str(version))
+    assert not marker.exists()
 
 
 def _env(champion) -> dict[str, str]:
@@ -132,10 +156,9 @@ print(json.dumps({{"torchrec": "torchrec" in sys.modules}}))
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), champion["expected"], atol=1e-6)
-    if json.loads(out.stdout.strip().splitlines()[-1])["torchrec"]:
-        # Known: recsys_matta/data/encode.py imports torchrec at module level (for `to_batch`
-        # only). Serving must not need it; this turns into a pass once that import is lazy.
-        pytest.xfail("loading the Student imported torchrec (via recsys_matta.data.encode)")
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torchrec": False}, (
+        "loading and scoring the Student imported torchrec: serving must not need it"
+    )
 
 
 @pytest.mark.serving

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import torch
 
 from recsys_matta.models.standalone import FORMAT as STANDALONE_FORMAT
 from recsys_matta.errors import DataError
@@ -17,7 +20,9 @@ from recsys_matta.serving.pyfunc import (
     request_table,
     spec_yaml,
 )
+from recsys_matta.safeload import UnsafeFileError
 from recsys_matta.specs import load_spec
+from tests.planted import plant
 from tests.serving.tiny import (
     COLUMNS,
     SPEC,
@@ -37,8 +42,8 @@ SPEC_DENSE_SUM = (_PRICE.astype(np.float32) + _POSITION.astype(np.float32)).asty
 
 def _pyfunc(tmp_path, model) -> StudentPyfunc:
     (tmp_path / "spec.yaml").write_text(spec_yaml(SPEC))
-    _save_weights(model, tmp_path / "student.pt")
-    return StudentPyfunc(batch_size=4).load(tmp_path / "spec.yaml", tmp_path / "student.pt")
+    _save_weights(model, tmp_path / "student")
+    return StudentPyfunc(batch_size=4).load(tmp_path / "spec.yaml", tmp_path / "student")
 
 
 def test_request_table_types_and_values():
@@ -94,21 +99,52 @@ def test_empty_and_missing_columns(tmp_path):
         pyfunc.predict(None, raw_rows().drop(columns=["item_key"]))
 
 
-def test_weights_round_trip_standalone_and_plain_module(tmp_path):
+def test_weights_round_trip_plain_tensors_and_json(tmp_path):
     model = tiny_model(seed=3)
-    assert _save_weights(model, tmp_path / "a.pt") == STANDALONE_FORMAT
-    loaded = load_weights(tmp_path / "a.pt")
+    assert _save_weights(model, tmp_path / "a") == STANDALONE_FORMAT
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["format"] == STANDALONE_FORMAT and config["feature_names"] == model.feature_names
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "a" / "state_dict.pt") == []
+    loaded = load_weights(tmp_path / "a")
     table = raw_table()
     np.testing.assert_array_equal(reference_probs(loaded, table), reference_probs(model, table))
+    # the /2 single-file format (the same plain values in one dict) still loads
+    torch.save(model.to_dict() | {"format": "recsys_matta.standalone/2"}, tmp_path / "v2.pt")
+    np.testing.assert_array_equal(reference_probs(load_weights(tmp_path / "v2.pt"), table), reference_probs(model, table))
+    # any other module would need pickling: not logged
+    with pytest.raises(TypeError, match="cannot log a PlainModel"):
+        _save_weights(PlainModel(), tmp_path / "b")
 
-    assert _save_weights(PlainModel(), tmp_path / "b.pt") == "torch.save"
-    plain = load_weights(tmp_path / "b.pt")
-    assert isinstance(plain, PlainModel) and not plain.training
-    np.testing.assert_allclose(
-        _pyfunc(tmp_path, PlainModel()).predict(None, raw_rows()),
-        1 / (1 + np.exp(-SPEC_DENSE_SUM)),
-        atol=1e-6,
-    )
+
+def test_dense_encoding_reaches_the_model():
+    """A plain module in the pyfunc (in memory): logit = the sum of the encoded dense values."""
+    pyfunc = StudentPyfunc(batch_size=4)
+    pyfunc.spec, pyfunc.model = SPEC, PlainModel()
+    np.testing.assert_allclose(pyfunc.predict(None, raw_rows()), 1 / (1 + np.exp(-SPEC_DENSE_SUM)), atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["state_dict.pt", "single-file"])
+def test_planted_pickle_weights_are_refused_and_never_run(tmp_path, where):
+    marker = tmp_path / "marker"
+    _save_weights(tiny_model(), tmp_path / "m")
+    bad = tmp_path / "m" / "state_dict.pt" if where == "state_dict.pt" else tmp_path / "m.pt"
+    plant(bad, marker, wrap=False)
+    target = tmp_path / "m" if where == "state_dict.pt" else bad
+    with pytest.raises(UnsafeFileError, match=rf"{bad}: refused to load model weights.*would run code"):
+        load_weights(target)
+    (tmp_path / "spec.yaml").write_text(spec_yaml(SPEC))
+    with pytest.raises(UnsafeFileError, match=str(bad)):
+        StudentPyfunc().load(tmp_path / "spec.yaml", target)
+    assert not marker.exists()
+
+
+def test_old_pickled_module_artifact_says_re_register(tmp_path):
+    torch.save(tiny_model(), tmp_path / "student.pt")  # what older versions could write
+    with pytest.raises(UnsafeFileError, match=r"student\.pt: refused.*re-register the model"):
+        load_weights(tmp_path / "student.pt")
+    torch.save({"format": "recsys_matta.standalone/1"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old\.pt: format 'recsys_matta.standalone/1'.*re-register"):
+        load_weights(tmp_path / "old.pt")
 
 
 def test_input_schema_columns():
