@@ -403,10 +403,18 @@ def _trained_through(s: DailySession, day: str) -> DayRecord:
 
 
 def _ensure_day_metrics(s: DailySession, day: str) -> None:
-    """A train stage killed between the checkpoint and the metric logging: log the day's metrics
-    from its record once (they are in the checkpoint's history)."""
+    """A train stage killed between the checkpoint and what follows it (metrics.jsonl, the
+    metric logging): write them from the checkpoint's history, once."""
+    from recsys_matta.train.records import METRICS_FILE, read_records, write_records
+
+    if not s.ctx.is_main:
+        return
+    path = s.workdir / METRICS_FILE
+    if not path.is_file() or day not in {r.day for r in read_records(path)}:
+        write_records(path, s.trainer.history)
+        s.say(f"{day}: {path} was behind the checkpoint; rewritten from it")
     client = getattr(s.tracker, "client", None)
-    if client is None or not s.ctx.is_main:
+    if client is None:
         return
     if "student/auc_loss" not in client.get_run(s.tracker.run_id).data.metrics:
         record = next(r for r in s.trainer.history if r.day == day)
