@@ -89,10 +89,15 @@ def _scheduled_runs():
         )  # fmt: skip
         schedulable, _ = dr.update_state(session=session)
         if not schedulable and dr.state == DagRunState.RUNNING:
-            reasons = {
-                ti.task_id: [d.reason for d in ti.get_failed_dep_statuses(dep_context=DepContext(), session=session)]
-                for ti in dr.get_task_instances(session=session)
-            }
+            reasons = {}
+            for ti in dr.get_task_instances(session=session):
+                try:
+                    ti.task = dag.get_task(ti.task_id)  # a TI read from the DB has no task attached
+                    reasons[ti.task_id] = [
+                        d.reason for d in ti.get_failed_dep_statuses(dep_context=DepContext(), session=session)
+                    ]
+                except Exception as e:  # the reasons are for the message only
+                    reasons[ti.task_id] = [f"(reasons unavailable: {type(e).__name__}: {e})"]
             raise Blocked(json.dumps({"run_id": dr.run_id, "reasons": reasons}))
         return dr
 

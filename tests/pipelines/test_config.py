@@ -3,6 +3,7 @@ day-ready`, the sensor's command."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -28,8 +29,9 @@ def test_checked_in_config_loads_and_holds_no_secrets(monkeypatch):
         return [s for v in x for s in strings(v)] if isinstance(x, list) else [str(x)]
 
     found = " ".join(strings(yaml.safe_load((PIPELINES / "config.yaml").read_text()))).lower()
-    for word in ("password", "secret", "token", "apikey", "api_key", "@"):
+    for word in ("password", "secret", "token", "apikey", "api_key"):
         assert word not in found
+    assert not re.search(r"://[^/\s]*@", found)  # no user:password@host in a URI
 
 
 def test_env_var_points_at_another_file_and_bad_values_are_rejected(tmp_path, monkeypatch):
