@@ -158,7 +158,7 @@ class PipelineConfig(_Strict):
         if p is None:
             return None
         q = Path(os.path.expanduser(p))
-        return str(q if q.is_absolute() else (REPO / q).resolve())
+        return os.path.normpath(q if q.is_absolute() else REPO / q)  # no resolve(): keep a venv symlink
 
 
 def config_path() -> Path:
