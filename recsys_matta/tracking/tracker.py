@@ -393,3 +393,41 @@ def open_tracker(
     run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     log.info("mlflow run %s (%s), experiment %r, %s", run.info.run_id, run_name, experiment, uri)
     return MlflowTracker(client, run.info.run_id, experiment_id, uri, unfinished)
+
+
+def open_day_tracker(
+    workdir: str | Path,
+    experiment: str,
+    run_name: str,
+    key: Mapping[str, str],
+    tracking_uri: str | None = None,
+    *,
+    enabled: bool = True,
+    tags: Mapping[str, Any] | None = None,
+) -> MlflowTracker | NullTracker:
+    """Like `open_tracker`, but reopen the newest run of `experiment` whose tags equal `key`
+    when there is one (status back to RUNNING), so the stages of one scheduled day, each its own
+    process and possibly retried, write to ONE run. `tracker.resumed` says which happened."""
+    if not enabled:
+        return NullTracker()
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = configure_mlflow(workdir, tracking_uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=mlflow.get_registry_uri())
+    unfinished = Path(workdir) / UNFINISHED_FILE
+    _finish_unfinished(client, unfinished, uri)  # first: a run left RUNNING by an outage
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None and exp.lifecycle_stage != "deleted":
+        where = " and ".join(f"tags.`{clean_key(k)}` = '{v}'" for k, v in key.items())
+        runs = client.search_runs([exp.experiment_id], where, max_results=1, order_by=["attributes.start_time DESC"])
+        if runs:
+            run_id = runs[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            log.info("mlflow run %s (%s) resumed, experiment %r, %s", run_id, run_name, experiment, uri)
+            tracker = MlflowTracker(client, run_id, exp.experiment_id, uri, unfinished)
+            tracker.resumed = True  # type: ignore[attr-defined]
+            return tracker
+    tracker = open_tracker(workdir, experiment, run_name, tracking_uri, tags={**(tags or {}), **key})
+    tracker.resumed = False  # type: ignore[attr-defined]
+    return tracker

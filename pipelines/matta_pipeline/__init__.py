@@ -1,0 +1,1 @@
+"""The daily pipeline on Airflow: settings (config.py) and task commands (tasks.py). No torch."""
