@@ -105,6 +105,9 @@ class _UnionReader:
     def label_counts(self, day: str) -> ReadCounts:
         return self.parts[0].label_counts(day)  # the whole day, whatever the rank
 
+    def id_counts(self, day: str) -> dict[str, ReadCounts]:
+        return self.parts[0].id_counts(day)  # the whole day, whatever the rank
+
     def days(self) -> list[str]:
         return self.parts[0].days()
 
