@@ -87,7 +87,10 @@ class OptimConfig(_Strict):
             and the Shampoo step costs 1.08x the Adam step at batch 1024 on CPU (1.18x with 1024,
             the same AucLoss within seed noise; docs/results.md). Wider Students (the `large`
             preset, specs with many features) have their Student block cut into blocks too.
-        shampoo_beta: EMA factor of the Kronecker factor statistics.
+        shampoo_beta: EMA factor of the Kronecker factor statistics (per factor update).
+        factor_every: steps between updates of Shampoo's Kronecker factors (`batched` only; 1:
+            every step). The factors only matter at the eigenbasis refreshes, and their two
+            products per block are a third of the step's matmuls.
         shampoo_impl: `batched` (recsys_matta.train.shampoo: blocks of one shape updated with
             batched matmuls) or `heavyball` (heavyball's SOAP, the reference implementation).
         embedding_lr: learning rate of row-wise Adagrad on the embedding tables.
@@ -103,6 +106,7 @@ class OptimConfig(_Strict):
     start_preconditioning_step: int = Field(0, ge=0)
     max_preconditioner_dim: int = Field(256, ge=1)
     shampoo_beta: float = Field(0.95, ge=0, lt=1)
+    factor_every: int = Field(1, ge=1)
     shampoo_impl: Literal["batched", "heavyball"] = "batched"
     embedding_lr: float = Field(0.05, gt=0)
     embedding_eps: float = Field(1e-8, gt=0)

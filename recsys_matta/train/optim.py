@@ -57,7 +57,8 @@ class Shampoo:
         )
         if self.impl == "batched":
             self.soap: BlockSOAP | heavyball.SOAP = BlockSOAP(
-                self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim
+                self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim,
+                factor_every=cfg.factor_every,
             )
         else:
             self.soap = heavyball.SOAP(
