@@ -239,3 +239,38 @@ def test_factor_every_reaches_the_shampoo_config():
     assert sh.soap.factor_every == 4
     with pytest.raises(ValueError):
         OptimConfig(factor_every=0)
+
+
+def test_bf16_rotations_track_the_float32_update():
+    """rotation_dtype=bfloat16 rounds only the rotations: from the same state (10 float32 steps
+    on minibatches, a refresh every 3), one more step moves the weights as the float32 rotations
+    do, to bf16 precision; the state stays float32. (Not from the first steps: with factors of
+    one gradient, its rotation G' is diagonal up to rounding, and Adam's sign-like first steps
+    scale that rounding up to full steps, in float32 as in bf16.)"""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    torch.manual_seed(0)
+    model = nn.Linear(8, 6)
+    kw = dict(lr=0.01, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=8)
+    exact = BlockSOAP(model.parameters(), **kw)
+    x = torch.randn(2048, 8)
+    y = x @ torch.randn(8, 6) + 0.5 * torch.randn(2048, 6)
+
+    def step(m, o, rows):
+        o.zero_grad()
+        nn.functional.mse_loss(m(x[rows]), y[rows]).backward()
+        o.step()
+
+    for i in range(10):
+        step(model, exact, slice(128 * i, 128 * (i + 1)))
+    other = copy.deepcopy(model)
+    fast = BlockSOAP(other.parameters(), **kw, rotation_dtype=torch.bfloat16)
+    fast.load_state_dict(copy.deepcopy(exact.state_dict()))
+    start = model.weight.detach().clone()
+    step(model, exact, slice(1280, 1408)), step(other, fast, slice(1280, 1408))
+    moved = (model.weight - start).detach()
+    assert float(moved.abs().max()) > 0.005
+    assert float((other.weight - model.weight).norm() / moved.norm()) < 0.02
+    assert all(t.dtype == torch.float32 for g in fast.groups for t in g.state.values())
+    assert all(q.dtype == torch.bfloat16 for g in fast.groups for q in g.bases)
+    assert Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="bfloat16")).soap.rotation_dtype == torch.bfloat16
