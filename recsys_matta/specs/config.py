@@ -87,7 +87,8 @@ class OptimConfig(_Strict):
             and the Shampoo step costs 1.08x the Adam step at batch 1024 on CPU (1.18x with 1024,
             the same AucLoss within seed noise; docs/results.md). Wider Students (the `large`
             preset, specs with many features) have their Student block cut into blocks too.
-        shampoo_beta: EMA factor of the Kronecker factor statistics (per factor update).
+        shampoo_beta: EMA factor of the Kronecker factor statistics (per step: an update every
+            `factor_every` steps decays them by shampoo_beta ** factor_every).
         factor_every: steps between updates of Shampoo's Kronecker factors (`batched` only; 1:
             every step). The factors only matter at the eigenbasis refreshes, and their two
             products per block are a third of the step's matmuls.

@@ -5,8 +5,9 @@ Every weight matrix W (m x n) is cut into blocks of at most b x b (b = `max_prec
 a weight that fits is ONE block, so the Student block inside a nested TA weight is preconditioned
 jointly with the rest of it (paper Figure 4). Per block, with G its gradient:
 
-    every `factor_every` steps (and on none between):
-        L <- beta_s L + (1 - beta_s) G G^T,   R <- beta_s R + (1 - beta_s) G^T G   # Kronecker factors
+    every `factor_every` = k steps (and on none between), with beta = beta_s^k (the same horizon
+    in steps as k = 1, from every k-th gradient):
+        L <- beta L + (1 - beta) G G^T,   R <- beta R + (1 - beta) G^T G       # Kronecker factors
     G' = Q_L^T G Q_R                                           # the gradient in their eigenbasis
     M <- beta1 M + (1 - beta1) G',   V <- beta2 V + (1 - beta2) G'^2             # Adam moments there
     W <- W - lr Q_L (M_hat / (sqrt(V_hat) + eps)) Q_R^T - lr wd W               # bias-corrected, AdamW
@@ -79,7 +80,8 @@ class BlockSOAP:
         frequency: steps between eigenbasis refreshes.
         max_dim: largest block side b.
         factor_every: steps between updates of the Kronecker factors L, R (step t updates them
-            when t > 1 and t % factor_every == 0; beta_s applies per update). 1: every step.
+            when t > 1 and t % factor_every == 0, with EMA factor beta_s ** factor_every: the
+            same horizon in steps). 1: every step.
         rotation_dtype: dtype of the four per-step rotation matmuls (G -> G', update -> W):
             None (the state's: float32, or float64 for float64 weights), or bfloat16 (bases rounded to bf16 once per refresh, products accumulated in fp32
             and rounded to bf16;
@@ -160,7 +162,7 @@ class BlockSOAP:
                     upds.append(u[i] if u.dtype == blk.param.dtype else u[i].to(blk.param.dtype))
             torch._foreach_add_(views, upds, alpha=-self.lr / bc1)  # M_hat = M / bc1
             if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
-                bs = self.shampoo_beta
+                bs = self.shampoo_beta**self.factor_every
                 for g, gr in zip(groups, grads):
                     g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
                     g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)

@@ -196,7 +196,8 @@ def test_shampoo_state_of_another_shape_is_refused():
 
 def test_factor_every_skips_factor_updates_between_its_steps():
     """factor_every=3: step 1 is the same as factor_every=1 (factors = the first gradient's),
-    steps 2 and 4 leave L and R untouched, step 3 (and 6) updates them by one EMA step."""
+    steps 2 and 4 leave L and R untouched, step 3 (and 6) updates them by one EMA step with
+    beta_s**3 (the horizon in steps of factor_every=1)."""
     from recsys_matta.train.shampoo import BlockSOAP
 
     torch.manual_seed(0)
@@ -230,8 +231,9 @@ def test_factor_every_skips_factor_updates_between_its_steps():
             if t % 3:
                 assert torch.equal(la, lb) and torch.equal(ra, rb), t
             else:
-                assert torch.allclose(la, 0.9 * lb + 0.1 * g @ g.T, atol=1e-6), t
-                assert torch.allclose(ra, 0.9 * rb + 0.1 * g.T @ g, atol=1e-6), t
+                beta = 0.9**3
+                assert torch.allclose(la, beta * lb + (1 - beta) * g @ g.T, atol=1e-6), t
+                assert torch.allclose(ra, beta * rb + (1 - beta) * g.T @ g, atol=1e-6), t
 
 
 def test_factor_every_reaches_the_shampoo_config():
