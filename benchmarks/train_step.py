@@ -18,6 +18,16 @@ MatTA+Adam step time, `elastic_over_matta` = MatTA elastic / MatTA two-endpoint 
 and `matta_over_parts` = MatTA+Shampoo / (Student + TA-alone, Shampoo):
 below 1 means one MatTA step is cheaper than training the two models separately.
 
+`--variant NAME=K=V,K=V` adds a MatTA+Shampoo arm with those overrides (`NAME_over_adam`), timed
+in the same interleaved rounds. FLOPs (`--flops`, on by default): `model_flops_per_example` (one
+MatTA+Adam step's matmul FLOPs by torch.utils.flop_counter, forward + backward of both towers, per
+example) and per arm `ARM_model_flops_vs_matmul` = those FLOPs / its step time / the FLOP/s of a
+2048^3 fp32 matmul measured in the same run (`matmul_fp32_gflop_per_s`, same threads).
+
+Measured (issue 17; docs/tuning.md, load ~2.5): shampoo_over_adam 1.413 at batch 256 and 1.099
+at 1024 with the defaults (optim.factor_every=5, optim.rotation_dtype=bfloat16) vs 1.548 and
+1.148 for factor_every=1 with float32 rotations in the same run; 3.21 MFLOP per example.
+
 Table sweep (`--table-rows`, empty to skip): the `--sweep-arm` step at `--sweep-batch` with
 user_id and item_id given each number of rows (hash buckets), the engines of all sizes timed in
 interleaved rounds; reported per size: ms/step, `step_over_first` (this size's step / the first
@@ -43,6 +53,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from recsys_matta.data.reader import DayReader
 from recsys_matta.data.synthetic import generate
@@ -129,6 +140,41 @@ def time_steps(
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
+def count_flops(engine: Engine, batch) -> int:
+    """Matmul FLOPs (torch.utils.flop_counter: mm/bmm/addmm, forward + backward; the embedding
+    lookups count none) of one production step of `engine` on `batch`."""
+    batch = batch.to(engine.ctx.device)
+    with FlopCounterMode(display=False) as counter:
+        for _ in engine.train(iter([batch]), 0, "flops"):
+            pass
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large fp32 matmul (n x n @ n x n, best of `reps`) on this device and thread
+    count: the roofline the step's FLOP/s are compared with."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def parse_variants(items: list[str]) -> dict[str, tuple[str, ...]]:
+    """`NAME=key=value,key=value` -> {NAME: matta_shampoo's overrides + those}."""
+    out = {}
+    for item in items:
+        name, _, rest = item.partition("=")
+        if not name or not rest or name in ARMS:
+            raise SystemExit(f"--variant {item!r}: expected NAME=key=value[,key=value] with a new NAME")
+        out[name] = (*ARMS["matta_shampoo"], *rest.split(","))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="default")
@@ -142,6 +188,12 @@ def main() -> None:
     ap.add_argument("--table-rows", default="50000,2000000,20000000", help="table sweep: user_id/item_id rows ('' = none)")
     ap.add_argument("--sweep-arm", default="matta_shampoo")
     ap.add_argument("--sweep-batch", type=int, default=256)
+    ap.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=K=V[,K=V]",
+        help="an extra MatTA+Shampoo arm with these overrides, timed interleaved with the others "
+        "(reported as NAME_ms_per_step and NAME_over_adam)",
+    )  # fmt: skip
+    ap.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True, help="count FLOPs per example")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -154,7 +206,10 @@ def main() -> None:
     steps = args.steps or freq
     warmup = args.warmup if args.warmup is not None else freq + 2
     sizes = [int(s) for s in args.batch_sizes.split(",") if s]
-    arms = [a for a in args.arms.split(",") if a]
+    variants = parse_variants(args.variant)
+    arm_overrides = {**ARMS, **variants}
+    arms = [a for a in args.arms.split(",") if a] + list(variants)
+    peak = matmul_peak(device) if args.flops else None
     rows = max([*sizes, args.sweep_batch]) * 4
     data = ROOT / "benchmarks" / "_data" / f"train_step_{rows}"
     if not data.exists():
@@ -165,15 +220,28 @@ def main() -> None:
         batches = _batches(spec, data, bs, 4)
         engines = {}
         for name in arms:
-            cfg = resolve_config(overrides=[*base, *ARMS[name]])
+            cfg = resolve_config(overrides=[*base, *arm_overrides[name]])
             engines[name] = make_engine(spec, cfg, cfg.loss.label, ctx)
         row: dict = {}
-        for name, sec in time_steps(engines, batches, warmup, steps, args.rounds).items():
+        secs = time_steps(engines, batches, warmup, steps, args.rounds)
+        for name, sec in secs.items():
             row[f"{name}_examples_per_s"] = round(bs / sec, 1)
             row[f"{name}_ms_per_step"] = round(1000 * sec, 3)
-        ms = {n: row.get(f"{n}_ms_per_step") for n in ARMS}
+        ms = {n: row.get(f"{n}_ms_per_step") for n in arm_overrides}
         if ms["matta_shampoo"] and ms["matta_adam"]:
             row["shampoo_over_adam"] = round(ms["matta_shampoo"] / ms["matta_adam"], 3)
+        for name in variants:
+            if ms["matta_adam"]:
+                row[f"{name}_over_adam"] = round(ms[name] / ms["matta_adam"], 3)
+        if peak and "matta_adam" in engines:
+            # the model's FLOPs: the Adam arm's step (AdamW has no matmuls); an arm's achieved
+            # model FLOP/s = those / its step time (Shampoo's own matmuls are overhead there)
+            model = count_flops(engines["matta_adam"], batches[0])
+            row["model_flops_per_example"] = round(model / bs)
+            for name in engines:
+                achieved = model / secs[name]
+                row[f"{name}_model_gflop_per_s"] = round(achieved / 1e9, 2)
+                row[f"{name}_model_flops_vs_matmul"] = round(achieved / peak, 3)
         if ms["matta_elastic"] and ms["matta_shampoo"]:
             row["elastic_over_matta"] = round(ms["matta_elastic"] / ms["matta_shampoo"], 3)
         if ms["matta_shampoo"] and ms["student_shampoo"] and ms["ta_alone_shampoo"]:
@@ -210,6 +278,8 @@ def main() -> None:
         "elastic": cfg0.elastic.model_dump(),
         "device": str(device),
         "precondition_frequency": freq,
+        "variants": {name: list(ov[len(ARMS["matta_shampoo"]) :]) for name, ov in variants.items()},
+        "matmul_fp32_gflop_per_s": None if peak is None else round(peak / 1e9, 1),
         "steps_per_round": steps,
         "rounds": args.rounds,
         "results": results,

@@ -84,10 +84,22 @@ class OptimConfig(_Strict):
             blocks of this size (never left unpreconditioned). 256: with the `small` and `default`
             presets on the synthetic spec every Student block lies inside its weight's first
             block, so it is preconditioned jointly with the TA entries around it (paper Figure 4),
-            and the Shampoo step costs 1.08x the Adam step at batch 1024 on CPU (1.18x with 1024,
-            the same AucLoss within seed noise; docs/results.md). Wider Students (the `large`
-            preset, specs with many features) have their Student block cut into blocks too.
-        shampoo_beta: EMA factor of the Kronecker factor statistics.
+            and a cheaper step than 1024 (the same AucLoss within seed noise; docs/results.md);
+            the step's cost is linear in it (a block r x c costs r*c*(r+c) per rotation). Wider
+            Students (the `large` preset, specs with many features) have their Student block cut
+            into blocks too.
+        shampoo_beta: EMA factor of the Kronecker factor statistics (per step: an update every
+            `factor_every` steps decays them by shampoo_beta ** factor_every).
+        factor_every: steps between updates of Shampoo's Kronecker factors (`batched` only; 1:
+            every step). The factors only matter at the eigenbasis refreshes, and their two
+            products per block are a third of the step's matmuls. 5 with `rotation_dtype=bfloat16`
+            (the defaults; docs/tuning.md): the MatTA+Shampoo step 1.20-1.41x the MatTA+Adam step at
+            batch 256 (1.45-1.55x with 1 and float32), 1.02-1.15x at 1024 (1.09-1.21x), CPU;
+            Student AucLoss +0.0012 (0.4% relative, within one seed std) on 4 x 50k days.
+        rotation_dtype: dtype of the per-step rotations into and out of the eigenbasis (`batched`
+            only): `float32` (the weights' dtype), or `bfloat16` (the default: about twice the
+            matmul rate on CPUs with AVX512-BF16 and on GPUs; factors, moments and weights stay
+            float32).
         shampoo_impl: `batched` (recsys_matta.train.shampoo: blocks of one shape updated with
             batched matmuls) or `heavyball` (heavyball's SOAP, the reference implementation).
         embedding_lr: learning rate of row-wise Adagrad on the embedding tables.
@@ -103,6 +115,8 @@ class OptimConfig(_Strict):
     start_preconditioning_step: int = Field(0, ge=0)
     max_preconditioner_dim: int = Field(256, ge=1)
     shampoo_beta: float = Field(0.95, ge=0, lt=1)
+    factor_every: int = Field(5, ge=1)
+    rotation_dtype: Literal["float32", "bfloat16"] = "bfloat16"
     shampoo_impl: Literal["batched", "heavyball"] = "batched"
     embedding_lr: float = Field(0.05, gt=0)
     embedding_eps: float = Field(1e-8, gt=0)

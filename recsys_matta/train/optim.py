@@ -24,6 +24,7 @@ from recsys_matta.train.shampoo import BlockSOAP, zero_grads
 heavyball.utils.compile_mode = None
 
 EMBEDDING_PREFIX = "ebc."
+_ROTATION_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: the weights' own dtype
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -58,7 +59,8 @@ class Shampoo:
         )
         if self.impl == "batched":
             self.soap: BlockSOAP | heavyball.SOAP = BlockSOAP(
-                self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim
+                self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim,
+                factor_every=cfg.factor_every, rotation_dtype=_ROTATION_DTYPES[cfg.rotation_dtype],
             )
         else:
             self.soap = heavyball.SOAP(

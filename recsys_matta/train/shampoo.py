@@ -5,7 +5,9 @@ Every weight matrix W (m x n) is cut into blocks of at most b x b (b = `max_prec
 a weight that fits is ONE block, so the Student block inside a nested TA weight is preconditioned
 jointly with the rest of it (paper Figure 4). Per block, with G its gradient:
 
-    L <- beta_s L + (1 - beta_s) G G^T,   R <- beta_s R + (1 - beta_s) G^T G     # Kronecker factors
+    every `factor_every` = k steps (and on none between), with beta = beta_s^k (the same horizon
+    in steps as k = 1, from every k-th gradient):
+        L <- beta L + (1 - beta) G G^T,   R <- beta R + (1 - beta) G^T G       # Kronecker factors
     G' = Q_L^T G Q_R                                           # the gradient in their eigenbasis
     M <- beta1 M + (1 - beta1) G',   V <- beta2 V + (1 - beta2) G'^2             # Adam moments there
     W <- W - lr Q_L (M_hat / (sqrt(V_hat) + eps)) Q_R^T - lr wd W               # bias-corrected, AdamW
@@ -16,12 +18,18 @@ On the first step L, R = G G^T, G^T G and Q = their eigenvectors (eigh).
 Blocks of one shape (from every weight) are stacked and updated with batched matmuls, so the
 Python work per step grows with the number of distinct block shapes, not with the number of
 weights (heavyball's SOAP, which this replaces as the default, spent ~27 ms/step in Python on the
-default model at batch 1024, more than its matmuls). 1-D parameters use AdamW (PyTorch's foreach
-implementation) with the same settings, as SOAP does without 1-D preconditioning.
+default model at batch 1024, more than its matmuls); the elementwise Adam work of all shapes runs
+as one set of `torch._foreach_` ops. 1-D parameters use AdamW (PyTorch's foreach implementation)
+with the same settings, as SOAP does without 1-D preconditioning.
+
+Cost: per r x c block a step is 4 products of r*c*(r or c) multiply-adds (the two rotations in,
+the two back) plus 2 more on the steps that update the factors; on CPU those matmuls are ~80% of
+the step (benchmarks/train_step.py), so `factor_every` k cuts the step by about (1 - 1/k) / 3.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,6 +55,12 @@ class _Group:
     def __init__(self, shape: tuple[int, int], blocks: list[_Block]):
         self.shape, self.blocks = shape, blocks
         self.state: dict[str, Tensor] = {}  # L (k,r,r) R (k,c,c) QL (k,r,r) QR (k,c,c) M, V (k,r,c)
+        self.bases: tuple[Tensor, ...] = ()  # QL^T, QR, QL, QR^T contiguous in the rotation dtype
+
+    def set_bases(self, dtype: torch.dtype | None) -> None:
+        ql, qr = self.state["QL"], self.state["QR"]
+        dtype = dtype or ql.dtype
+        self.bases = tuple(q.to(dtype).contiguous() for q in (ql.transpose(1, 2), qr, ql, qr.transpose(1, 2)))
 
     def grads(self) -> Tensor:
         return torch.stack([b.param.grad[b.rows, b.cols] for b in self.blocks])  # (k, r, c)
@@ -65,6 +79,14 @@ class BlockSOAP:
         weight_decay: decoupled weight decay.
         frequency: steps between eigenbasis refreshes.
         max_dim: largest block side b.
+        factor_every: steps between updates of the Kronecker factors L, R (step t updates them
+            when t > 1 and t % factor_every == 0, with EMA factor beta_s ** factor_every: the
+            same horizon in steps). 1: every step.
+        rotation_dtype: dtype of the four per-step rotation matmuls (G -> G', update -> W):
+            None (the state's: float32, or float64 for float64 weights), or bfloat16 (bases rounded to bf16 once per refresh, products accumulated in fp32
+            and rounded to bf16;
+            ~2x the matmul rate on CPUs with AVX512-BF16 and on GPUs; the factors, their
+            refresh, the moments and the weights stay float32).
     """
 
     def __init__(
@@ -77,7 +99,12 @@ class BlockSOAP:
         weight_decay: float,
         frequency: int,
         max_dim: int,
+        factor_every: int = 1,
+        rotation_dtype: torch.dtype | None = None,
     ):
+        if factor_every < 1:
+            raise ValueError(f"factor_every must be >= 1, got {factor_every}")
+        self.factor_every, self.rotation_dtype = factor_every, rotation_dtype
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.betas, self.shampoo_beta = lr, betas, shampoo_beta
         self.eps, self.weight_decay, self.frequency, self.max_dim = eps, weight_decay, frequency, max_dim
@@ -106,29 +133,43 @@ class BlockSOAP:
         bc1, bc2 = 1 - b1**t, 1 - b2**t
         if self.weight_decay:
             torch._foreach_mul_([p for p in self.matrices if p.grad is not None], 1 - self.lr * self.weight_decay)
-        for g in self.groups:
-            if any(b.param.grad is None for b in g.blocks):
-                continue
-            grad = g.grads()  # (k, r, c)
-            if grad.dtype in (torch.float16, torch.bfloat16):
-                grad = grad.float()
-            if not g.state:
-                self._init(g, grad)
-            s = g.state
-            ql, qr = s["QL"], s["QR"]
-            gp = torch.bmm(torch.bmm(ql.transpose(1, 2), grad), qr)  # (k, r, c) in the eigenbasis
-            s["M"].lerp_(gp, 1 - b1)
-            s["V"].mul_(b2).addcmul_(gp, gp, value=1 - b2)
-            upd = (s["M"] / bc1).div_((s["V"] / bc2).sqrt_().add_(self.eps))
-            upd = torch.bmm(torch.bmm(ql, upd), qr.transpose(1, 2))  # back to the weights' basis
-            for i, blk in enumerate(g.blocks):
-                blk.param[blk.rows, blk.cols].add_(upd[i].to(blk.param.dtype), alpha=-self.lr)
-            if t > 1:  # the first step's factors are the first gradient's
-                bs = self.shampoo_beta
-                s["L"].baddbmm_(grad, grad.transpose(1, 2), beta=bs, alpha=1 - bs)
-                s["R"].baddbmm_(grad.transpose(1, 2), grad, beta=bs, alpha=1 - bs)
+        groups = [g for g in self.groups if all(b.param.grad is not None for b in g.blocks)]
+        if groups:
+            grads = []
+            for g in groups:
+                grad = g.grads()  # (k, r, c)
+                if grad.dtype in (torch.float16, torch.bfloat16):
+                    grad = grad.float()
+                if not g.state:
+                    self._init(g, grad)
+                if not g.bases:
+                    g.set_bases(self.rotation_dtype)
+                grads.append(grad)
+            # the gradients in the eigenbasis, then Adam there (all shapes in one set of foreach ops)
+            gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
+            ms, vs = [g.state["M"] for g in groups], [g.state["V"] for g in groups]
+            torch._foreach_lerp_(ms, gps, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, gps, gps, value=1 - b2)
+            denom = torch._foreach_sqrt(vs)  # sqrt(V_hat) = sqrt(V) / sqrt(bc2)
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, self.eps)
+            views, upds = [], []
+            for g, u in zip(groups, torch._foreach_div(ms, denom)):
+                u = _rotate(g.bases[2], u, g.bases[3])  # back to the weights' basis
+                for i, blk in enumerate(g.blocks):
+                    views.append(blk.param[blk.rows, blk.cols])
+                    upds.append(u[i] if u.dtype == blk.param.dtype else u[i].to(blk.param.dtype))
+            torch._foreach_add_(views, upds, alpha=-self.lr / bc1)  # M_hat = M / bc1
+            if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
+                bs = self.shampoo_beta**self.factor_every
+                for g, gr in zip(groups, grads):
+                    g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
+                    g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
             if t % self.frequency == 0:
-                self._refresh(g)
+                for g in groups:
+                    self._refresh(g)
+                    g.set_bases(self.rotation_dtype)
         if self.adam is not None:
             self.adam.step()
 
@@ -181,6 +222,7 @@ class BlockSOAP:
         self.step_count = int(state["step"])
         for g, s in zip(self.groups, state["groups"]):
             g.state = {k: v.clone() for k, v in s.items() if isinstance(v, Tensor)}
+            g.bases = ()
         if self.adam is not None:
             self.adam.load_state_dict(state["adam"])
 
@@ -202,6 +244,11 @@ def zero_grads(params: Iterable[nn.Parameter], set_to_none: bool = True) -> None
                 p.grad = None
             else:
                 p.grad.zero_()
+
+
+def _rotate(left: Tensor, x: Tensor, right: Tensor) -> Tensor:
+    """left @ x @ right (batched) in the dtype of `left` and `right`, returned in x's dtype."""
+    return torch.bmm(torch.bmm(left, x.to(left.dtype)), right).to(x.dtype)
 
 
 def _eigenvectors(mat: Tensor) -> Tensor:

@@ -192,3 +192,87 @@ def test_shampoo_state_of_another_shape_is_refused():
         b.load_state_dict(a.state_dict())
     with pytest.raises(ValueError, match="shampoo_impl='heavyball'"):
         a.load_state_dict({**a.state_dict(), "impl": "heavyball"})
+
+
+def test_factor_every_skips_factor_updates_between_its_steps():
+    """factor_every=3: step 1 is the same as factor_every=1 (factors = the first gradient's),
+    steps 2 and 4 leave L and R untouched, step 3 (and 6) updates them by one EMA step with
+    beta_s**3 (the horizon in steps of factor_every=1)."""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1))
+    every = copy.deepcopy(model)
+    kw = dict(lr=0.05, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=100, max_dim=8)
+    opt, ref = BlockSOAP(model.parameters(), **kw, factor_every=3), BlockSOAP(every.parameters(), **kw)
+    x, y = _problem()
+    x = x[:, :6]
+
+    def grad_step(m, o):
+        o.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(m(x).squeeze(1), y).backward()
+        grads = [p.grad.clone() for p in m.parameters() if p.dim() == 2]
+        o.step()
+        return grads
+
+    def factors(o):
+        return [(g.state["L"].clone(), g.state["R"].clone()) for g in o.groups]
+
+    grad_step(model, opt), grad_step(every, ref)
+    for a, b in zip(model.parameters(), every.parameters()):
+        assert torch.equal(a, b)
+    for (la, ra), (lb, rb) in zip(factors(opt), factors(ref)):
+        assert torch.equal(la, lb) and torch.equal(ra, rb)
+    for t in range(2, 7):
+        before = factors(opt)
+        grads = grad_step(model, opt)
+        after = factors(opt)
+        for (lb, rb), (la, ra), g in zip(before, after, grads):
+            if t % 3:
+                assert torch.equal(la, lb) and torch.equal(ra, rb), t
+            else:
+                beta = 0.9**3
+                assert torch.allclose(la, beta * lb + (1 - beta) * g @ g.T, atol=1e-6), t
+                assert torch.allclose(ra, beta * rb + (1 - beta) * g.T @ g, atol=1e-6), t
+
+
+def test_factor_every_reaches_the_shampoo_config():
+    sh = Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(factor_every=4))
+    assert sh.soap.factor_every == 4
+    with pytest.raises(ValueError):
+        OptimConfig(factor_every=0)
+
+
+def test_bf16_rotations_track_the_float32_update():
+    """rotation_dtype=bfloat16 rounds only the rotations: from the same state (10 float32 steps
+    on minibatches, a refresh every 3), one more step moves the weights as the float32 rotations
+    do, to bf16 precision; the state stays float32. (Not from the first steps: with factors of
+    one gradient, its rotation G' is diagonal up to rounding, and Adam's sign-like first steps
+    scale that rounding up to full steps, in float32 as in bf16.)"""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    torch.manual_seed(0)
+    model = nn.Linear(8, 6)
+    kw = dict(lr=0.01, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=8)
+    exact = BlockSOAP(model.parameters(), **kw)
+    x = torch.randn(2048, 8)
+    y = x @ torch.randn(8, 6) + 0.5 * torch.randn(2048, 6)
+
+    def step(m, o, rows):
+        o.zero_grad()
+        nn.functional.mse_loss(m(x[rows]), y[rows]).backward()
+        o.step()
+
+    for i in range(10):
+        step(model, exact, slice(128 * i, 128 * (i + 1)))
+    other = copy.deepcopy(model)
+    fast = BlockSOAP(other.parameters(), **kw, rotation_dtype=torch.bfloat16)
+    fast.load_state_dict(copy.deepcopy(exact.state_dict()))
+    start = model.weight.detach().clone()
+    step(model, exact, slice(1280, 1408)), step(other, fast, slice(1280, 1408))
+    moved = (model.weight - start).detach()
+    assert float(moved.abs().max()) > 0.005
+    assert float((other.weight - model.weight).norm() / moved.norm()) < 0.02
+    assert all(t.dtype == torch.float32 for g in fast.groups for t in g.state.values())
+    assert all(q.dtype == torch.bfloat16 for g in fast.groups for q in g.bases)
+    assert Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="bfloat16")).soap.rotation_dtype == torch.bfloat16
