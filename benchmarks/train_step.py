@@ -25,8 +25,8 @@ example) and per arm `ARM_model_flops_vs_matmul` = those FLOPs / its step time /
 2048^3 fp32 matmul measured in the same run (`matmul_fp32_gflop_per_s`, same threads).
 
 Measured (issue 17; docs/tuning.md, load ~2.5): shampoo_over_adam 1.413 at batch 256 and 1.099
-at 1024 with the defaults (optim.factor_every=5, optim.rotation_dtype=bfloat16) vs 1.548 and
-1.148 for factor_every=1 with float32 rotations in the same run; 3.21 MFLOP per example.
+at 1024 with optim.factor_every=5 optim.rotation_dtype=bfloat16 (opt-in) vs 1.548 and 1.148
+with the defaults (factor_every=1, float32 rotations) in the same run; 3.21 MFLOP per example.
 
 Table sweep (`--table-rows`, empty to skip): the `--sweep-arm` step at `--sweep-batch` with
 user_id and item_id given each number of rows (hash buckets), the engines of all sizes timed in

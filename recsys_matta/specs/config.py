@@ -92,12 +92,14 @@ class OptimConfig(_Strict):
             `factor_every` steps decays them by shampoo_beta ** factor_every).
         factor_every: steps between updates of Shampoo's Kronecker factors (`batched` only; 1:
             every step). The factors only matter at the eigenbasis refreshes, and their two
-            products per block are a third of the step's matmuls. 5 with `rotation_dtype=bfloat16`
-            (the defaults; docs/tuning.md): the MatTA+Shampoo step 1.20-1.41x the MatTA+Adam step at
-            batch 256 (1.45-1.55x with 1 and float32), 1.02-1.15x at 1024 (1.09-1.21x), CPU;
-            Student AucLoss +0.0012 (0.4% relative, within one seed std) on 4 x 50k days.
+            products per block are a third of the step's matmuls. `factor_every=5` with
+            `rotation_dtype=bfloat16` is the measured cheaper step (opt-in; docs/tuning.md): the
+            MatTA+Shampoo step 1.20-1.41x the MatTA+Adam step at batch 256 (1.45-1.55x with the
+            defaults), 1.02-1.15x at 1024 (1.09-1.21x), CPU; Student AucLoss +0.0012 (0.4%
+            relative, within one seed std but worse on 3 of 3 seeds) on 4 x 50k days. Not the
+            default: every study and demo figure in docs/ and the README is of the default step.
         rotation_dtype: dtype of the per-step rotations into and out of the eigenbasis (`batched`
-            only): `float32` (the weights' dtype), or `bfloat16` (the default: about twice the
+            only): `float32` (the default, the weights' dtype), or `bfloat16` (about twice the
             matmul rate on CPUs with AVX512-BF16 and on GPUs; factors, moments and weights stay
             float32).
         shampoo_impl: `batched` (recsys_matta.train.shampoo: blocks of one shape updated with
@@ -115,8 +117,8 @@ class OptimConfig(_Strict):
     start_preconditioning_step: int = Field(0, ge=0)
     max_preconditioner_dim: int = Field(256, ge=1)
     shampoo_beta: float = Field(0.95, ge=0, lt=1)
-    factor_every: int = Field(5, ge=1)
-    rotation_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    factor_every: int = Field(1, ge=1)
+    rotation_dtype: Literal["float32", "bfloat16"] = "float32"
     shampoo_impl: Literal["batched", "heavyball"] = "batched"
     embedding_lr: float = Field(0.05, gt=0)
     embedding_eps: float = Field(1e-8, gt=0)
