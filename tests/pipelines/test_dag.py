@@ -96,6 +96,7 @@ def _calls(log: Path) -> list[list[str]]:
     return [line.split() for line in log.read_text().splitlines()]
 
 
+@pytest.mark.integration  # Airflow + matta processes over 5 days (~3 min): slow, not in make test-fast
 def test_backfill_end_to_end(tmp_path):
     data, workdir = tmp_path / "data", tmp_path / "run"
     _make_data(data)
