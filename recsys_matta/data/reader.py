@@ -65,9 +65,6 @@ class _Piece:
     take: int
 
 
-_day_files = parquet_files  # the one listing of a day's files (data/partitions.py)
-
-
 def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
@@ -210,7 +207,7 @@ class DayReader:
     def _metadata(self, day: str) -> list[tuple[Path, list[int]]]:
         """[(file, rows per row group)] of a day in read order; schemas checked."""
         out = []
-        for path in _day_files(self._folder(day)):
+        for path in parquet_files(self._folder(day)):
             pf = _open(path)
             try:
                 check_schema(self.spec, pf.schema_arrow, str(path), labels=True)
@@ -225,7 +222,7 @@ class DayReader:
         file of the day; all-null columns say nothing. Raises `DataError` naming both files
         when two files of the day disagree."""
         out: dict[str, tuple[str, Path]] = {}
-        for path in _day_files(self._folder(day)):
+        for path in parquet_files(self._folder(day)):
             pf = _open(path)
             try:
                 kinds = column_kinds(self.spec, pf.schema_arrow)
@@ -250,7 +247,7 @@ class DayReader:
         """The label counts of the whole day (all ranks), from its label columns alone: what the
         loss budget needs before the day's data pass."""
         total, cols = ReadCounts(), [c for c, _ in label_columns(self.spec)]
-        for path in _day_files(self._folder(day)):
+        for path in parquet_files(self._folder(day)):
             total = total + scan_labels(self.spec, pq.read_table(path, columns=cols), str(path), self.on_invalid)
         return total
 
@@ -262,7 +259,7 @@ class DayReader:
             cols = list(dict.fromkeys(f.source for f in self.spec.sparse))
             cache[day] = {
                 str(path): scan_ids(self.spec, pq.read_table(path, columns=cols), str(path))
-                for path in _day_files(self._folder(day))
+                for path in parquet_files(self._folder(day))
             }
         return cache[day]
 

@@ -332,11 +332,7 @@ def run_daily(
 
     with daily_job(spec_path, data, workdir, config_path, overrides, force, console, tracking_uri) as s:
         trainer, ctx, cfg = s.trainer, s.ctx, s.cfg
-        days = trainer.reader.select_days(days_expr)  # a missing day is a DataError, before any run
-        trainer.restore()  # the newest readable checkpoint (finished days, state)
-        s.out.days = days
-        if ctx.is_main:
-            s.workdir.mkdir(parents=True, exist_ok=True)
+        days = _restore(s, days_expr)
         name = f"daily {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
         tracker = open_tracker(s.workdir, cfg.experiment, name, tracking_uri, enabled=ctx.is_main, tags={"days": ",".join(days)})
         with tracker:
@@ -357,6 +353,17 @@ def run_daily(
         return s.out
 
 
+def _restore(s: DailySession, days_expr: str) -> list[str]:
+    """The days of `days_expr` (a missing day is a DataError, before any run), the trainer
+    restored from the newest readable checkpoint (finished days, state), the workdir made."""
+    days = s.trainer.reader.select_days(days_expr)
+    s.trainer.restore()
+    s.out.days = days
+    if s.ctx.is_main:
+        s.workdir.mkdir(parents=True, exist_ok=True)
+    return days
+
+
 def _is_tracking_failure(e: BaseException) -> bool:
     """An MLflow client or HTTP error (not a bug of ours, not bad data)."""
     import requests
@@ -369,16 +376,10 @@ PENDING_FILE = "pending_registration.json"
 
 
 def _mark_pending(workdir: Path, day: str) -> None:
-    import json
-
-    from recsys_matta.train.checkpoint import atomic_write_text
-
     atomic_write_text(workdir / PENDING_FILE, json.dumps({"day": day}))
 
 
 def _pending(workdir: Path) -> str | None:
-    import json
-
     try:
         return json.loads((workdir / PENDING_FILE).read_text())["day"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -474,11 +475,7 @@ def run_stage(
         raise UserError(f"--stage {stage!r}: use one of {', '.join(STAGES)}")
     with daily_job(spec_path, data, workdir, config_path, overrides, force, console, tracking_uri) as s:
         trainer, ctx = s.trainer, s.ctx
-        (day,) = trainer.reader.select_days(day)  # a missing day is a DataError
-        trainer.restore()
-        s.out.days = [day]
-        if ctx.is_main:
-            s.workdir.mkdir(parents=True, exist_ok=True)
+        (day,) = _restore(s, day)
         done = day in trainer.done_days and not force
         tracker = open_day_tracker(
             s.workdir, s.cfg.experiment, f"daily {day}", {"matta.day": day}, tracking_uri,
