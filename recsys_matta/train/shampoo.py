@@ -83,8 +83,8 @@ class BlockSOAP:
             when t > 1 and t % factor_every == 0, with EMA factor beta_s ** factor_every: the
             same horizon in steps). 1: every step.
         rotation_dtype: dtype of the four per-step rotation matmuls (G -> G', update -> W):
-            None (the state's: float32, or float64 for float64 weights), or bfloat16 (bases rounded to bf16 once per refresh, products accumulated in fp32
-            and rounded to bf16;
+            None (the state's: float32, or float64 for float64 weights), or bfloat16 (bases
+            rounded to bf16 once per refresh, products accumulated in fp32 and rounded to bf16;
             ~2x the matmul rate on CPUs with AVX512-BF16 and on GPUs; the factors, their
             refresh, the moments and the weights stay float32).
     """
