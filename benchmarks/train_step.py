@@ -58,7 +58,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from recsys_matta.data.reader import DayReader
 from recsys_matta.data.synthetic import generate
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import Engine, make_engine
+from recsys_matta.distributed.engine import Engine
+from recsys_matta.distributed.factory import make_engine
 from recsys_matta.models.embedding import table_configs
 from recsys_matta.specs import FeatureSpec, load_spec
 from recsys_matta.specs.config import resolve_config

@@ -37,7 +37,7 @@ def test_model_on_gpu_matches_cpu(spec, synthetic_root):
 
 def test_online_training_on_gpu(spec, synthetic_root, tmp_path):
     from recsys_matta.distributed.context import DistContext
-    from recsys_matta.train.trainer import OnlineTrainer
+    from recsys_matta.online.trainer import OnlineTrainer
 
     cfg = tiny_config("train.device=cuda")
     tr = OnlineTrainer(spec, cfg, synthetic_root, tmp_path, ctx=DistContext.from_env("cuda"))

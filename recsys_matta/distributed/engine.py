@@ -1,5 +1,5 @@
 """Engines: where the models live and how a training step runs. The trainer
-(recsys_matta.train.trainer) keeps the day policy and talks to an `Engine` only:
+(recsys_matta.online.trainer) keeps the day policy and talks to an `Engine` only:
 
     engine = make_engine(spec, cfg, label, ctx)     # TorchRec DMP, any world size (1 included)
     for res in engine.train(batches, first_step, day): ...   # one StepResult per step
@@ -11,7 +11,8 @@ One engine for every world size (recsys_matta.distributed.sharded): the `TrainSt
 (recsys_matta.train.step) inside TorchRec's `DistributedModelParallel`, the tables in FBGEMM's
 fused table-batched kernels with their sparse row-wise Adagrad (a step costs what its batch
 touches, not the table size), one process being world size 1. Sharding is layered on top of
-the plain modules, as in torchrec.
+the plain modules, as in torchrec. `make_engine` lives in recsys_matta.distributed.factory, so
+this interface never imports its implementation.
 """
 
 from __future__ import annotations
@@ -126,10 +127,3 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def make_engine(spec: FeatureSpec, cfg: RunConfig, label: str, ctx: DistContext) -> Engine:
-    """Fresh models in the engine (TorchRec DMP over `ctx`'s ranks, one process included)."""
-    from recsys_matta.distributed.sharded import ShardedEngine
-
-    return ShardedEngine(build_models(spec, cfg, ctx.device), cfg, label, ctx)

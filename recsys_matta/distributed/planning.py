@@ -40,7 +40,8 @@ def table_constraints(tables: list[str], cfg: DistConfig) -> dict[str, Parameter
 def plan_sharding(
     module: nn.Module, tables: list[str], cfg: DistConfig, batch_size: int, ctx: DistContext
 ) -> ShardingPlan:
-    """TorchRec's planner on rank 0, the plan broadcast to every rank."""
+    """TorchRec's planner on rank 0, the plan broadcast to every rank. `batch_size`: rows per
+    step on each rank (the planner's batch is per rank; it scales by the world size itself)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world_size)))
     topology = TopologyFactory.create_topology(
         trainer_config=TrainerConfig(world_size=ctx.world_size, local_world_size=local),

@@ -111,7 +111,7 @@ class ShardedEngine:
     Args:
         models: the freshly built models (identical on every rank: same seed; trained tables on
             the meta device, filled here shard by shard).
-        cfg: the run config (`dist`, `optim`, `baseline.optim`, `loss`, `train.batch_size`).
+        cfg: the run config (`dist`, `optim`, `baseline.optim`, `loss`, `train.batch_size`: global).
         label: training label.
         ctx: rank / world size / device (one process: a single-rank group is made for DMP).
     """
@@ -130,7 +130,7 @@ class ShardedEngine:
             models.model, models.trained_baseline, cfg.loss, label, elastic=cfg.elastic, seed=cfg.train.seed
         )
         names = [k[len(TABLE_PREFIX) : -len(".weight")] for k in tables["model"]]
-        self.plan = plan_sharding(self.step_module, names, cfg.dist, cfg.train.batch_size, ctx)
+        self.plan = plan_sharding(self.step_module, names, cfg.dist, cfg.train.per_rank_batch(ctx.world_size), ctx)
         self.dmp = DistributedModelParallel(
             self.step_module,
             device=ctx.device,

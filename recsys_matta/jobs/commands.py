@@ -16,7 +16,7 @@ from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import load_newest
-from recsys_matta.train.trainer import OnlineTrainer
+from recsys_matta.online.trainer import OnlineTrainer
 
 
 def load_trainer(

@@ -47,7 +47,7 @@ from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.config import RunConfig
 from recsys_matta.train.checkpoint import atomic_write_text
 from recsys_matta.train.records import DayRecord
-from recsys_matta.train.trainer import MetricsSink, OnlineTrainer
+from recsys_matta.online.trainer import MetricsSink, OnlineTrainer
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from recsys_matta.specs import FeatureSpec, load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import atomic_write_text
 from recsys_matta.train.records import DayRecord
-from recsys_matta.train.trainer import MetricsSink, OnlineTrainer
+from recsys_matta.online.trainer import MetricsSink, OnlineTrainer
 
 
 class ConsoleSink(MetricsSink):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys_matta.errors import UserError
 from recsys_matta.specs.loading import SpecError, read_yaml, validate_mapping
 from recsys_matta.specs.model import ModelConfig
 from recsys_matta.specs.presets import PRESETS
@@ -192,8 +193,13 @@ class TrainConfig(_Strict):
     """The online loop.
 
     Args:
-        batch_size: training batch size (per rank).
-        eval_batch_size: batch size of the progressive-validation pass.
+        batch_size: GLOBAL training batch size: the rows of one step over all ranks together.
+            Each rank reads `batch_size / world_size` rows per step (`per_rank_batch`), so a run
+            takes the same number of steps, and every step-counted schedule (distillation ramp,
+            Shampoo refreshes, grafting steps) means the same, at any world size; it must be
+            divisible by the world size.
+        eval_batch_size: rows per forward of the progressive-validation pass on each rank
+            (memory only: evaluation does not depend on it).
         shuffle_buffer: rows of the bounded within-day shuffle buffer (0 = file order).
         seed: seed of initialisation, shuffling and everything random.
         device: `cpu`, `cuda` or `auto`.
@@ -217,6 +223,16 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(3, ge=1)
     progress: bool = True
     threads: int = Field(0, ge=0)
+
+    def per_rank_batch(self, world_size: int) -> int:
+        """Rows per step on each of `world_size` ranks (`batch_size` is the global batch)."""
+        if self.batch_size % world_size:
+            raise UserError(
+                f"train.batch_size={self.batch_size} is the global batch (all ranks together) and "
+                f"must be divisible by the world size {world_size} (per-rank batch = global / "
+                f"world size); use e.g. train.batch_size={max(1, self.batch_size // world_size) * world_size}"
+            )
+        return self.batch_size // world_size
 
 
 # ---- dist (issue 7): torchrun + TorchRec DistributedModelParallel ----------------------------

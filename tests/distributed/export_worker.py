@@ -9,7 +9,7 @@ import torch
 
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import make_engine
+from recsys_matta.distributed.factory import make_engine
 from recsys_matta.models.matta import MatTAModel
 from recsys_matta.specs import load_spec
 from tests.tiny import SPEC_PATH, tiny_config
@@ -18,9 +18,9 @@ from tests.tiny import SPEC_PATH, tiny_config
 def main(data: str, out: str) -> None:
     ctx = DistContext.from_env("cpu")
     spec = load_spec(SPEC_PATH)
-    cfg = tiny_config("train.batch_size=128", "optim.dense=adam")
+    cfg = tiny_config("train.batch_size=256", "optim.dense=adam")  # global: 128 rows per rank
     engine = make_engine(spec, cfg, "teacher", ctx)
-    reader = DayReader(spec, data, 128, rank=ctx.rank, world_size=ctx.world_size)
+    reader = DayReader(spec, data, cfg.train.per_rank_batch(ctx.world_size), rank=ctx.rank, world_size=ctx.world_size)
     day = reader.days()[0]
     batches = list(reader.iter_day(day))[:2]
     list(engine.train(batches, 0, day))

@@ -1,24 +1,28 @@
 """`torchrun --nproc_per_node 2 -m recsys_matta train` (gloo, CPU, TorchRec DMP) against one
-process on the same two synthetic days with the same global batch (2 x 128 rows vs 256 rows).
+process on the same three synthetic days with the same `train.batch_size=256`: it is the global
+batch, so the 2-process run reads 2 x 128 rows per step and takes as many steps as one process.
 
 Two one-process references:
 - `natural`: plain `OnlineTrainer` (what `matta train` does without torchrun). Its step k trains
   on rows [256k, 256k + 256) while the 2-process step k joins rows k of each half of the day, so
-  only day 1 (evaluated before any training) agrees exactly; day 2 differs by batch composition.
+  only day 1 (evaluated before any training) agrees exactly; later days differ by batch
+  composition, and on the last day (2 days trained, 64 steps) agree within REL_AUC_LOSS = 2%
+  relative AucLoss for every model (measured over train seeds 0-3 on these days: at most 1.2%;
+  after one day up to 2.5%, after 8 steps of 2,000-row days up to 4%).
 - `union`: one process whose step k trains on exactly the 2-process step-k rows (rank 0's batch
   then rank 1's). It isolates the distributed arithmetic (sharded lookups across ranks, DDP
   averaging, the pipeline; one process runs the same FBGEMM fused tables and row-wise Adagrad at
-  world size 1) and must agree on day 2 too.
+  world size 1) and must agree on every day.
 
-The sharded run uses Adam for the dense weights: Shampoo (heavyball SOAP) turns float-level
-differences (a 2-rank mean vs a 1-rank mean) into AucLoss differences of up to 0.01 within 16 steps
-(eigenbases of near-degenerate Kronecker factors), so with Shampoo only the baseline (Adam) agrees
-to 1e-6 while the MatTA model does not; with Adam every model does.
+The sharded run uses Adam for the dense weights: Shampoo turns float-level differences (a 2-rank
+mean vs a 1-rank mean) into AucLoss differences of up to 0.01 within 16 steps (eigenbases of
+near-degenerate Kronecker factors), so with Shampoo only the baseline (Adam) agrees to 1e-6 while
+the MatTA model does not; with Adam every model does.
 
-Tolerances, measured over 4 training seeds: day 1 (both references) and day 2 against `union`
-agree to 6 decimals in AucLoss, log loss and calibration (tolerance EXACT = 1e-5). Day 2 against
-`natural` differs by up to 0.022 in AucLoss and 0.0053 in log loss (calibration swings by up to
-0.18 after 16 steps and is not compared): tolerance NATURAL_TOL, about twice that.
+Tolerances: day 1 (both references) and day 2 against `union` agree to 6 decimals in AucLoss,
+log loss and calibration (tolerance EXACT = 1e-5); on day 3 (64 steps of float-level differences)
+calibration drifts by up to 4.5e-5 (DRIFT = 1e-4). Later days against `natural`: NATURAL_TOL in
+AucLoss and log loss (calibration swings after a few steps and is not compared).
 """
 
 from __future__ import annotations
@@ -45,13 +49,17 @@ from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import DistConfig, TableShardingConfig
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
 from recsys_matta.train.step import NonFiniteLossError
-from recsys_matta.train.trainer import OnlineTrainer
+from recsys_matta.online.trainer import OnlineTrainer
 from tests.tiny import REPO, SPEC_PATH, TINY, tiny_config
 
-DAYS = ["2026-01-01", "2026-01-02"]
-ROWS = 2000
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+ROWS = 8000
+STEPS = 32  # per day: ceil(8000 / 256), at any world size (train.batch_size is global)
+REL_AUC_LOSS = 0.02  # 2 ranks vs 1 process on the last day, relative (measured: <= 1.2%, 4 seeds)
 MODELS = ("student", "ta", "baseline")
 EXACT = 1e-5
+OFF_SHARE = 1e-3  # baseline weights allowed off by more than DRIFT after day 2 of the resumed run
+DRIFT = 1e-4  # day 3 against `union`: float differences of 64 steps (calibration 4.5e-5 measured)
 NATURAL_TOL = {"auc_loss": 0.04, "log_loss": 0.015}
 RUN = ("optim.dense=adam",)
 # a constraint next to the planner's own choices (2 ranks); a column-wise split in one process
@@ -124,9 +132,9 @@ def runs(tmp_path_factory):
     """data root and the workdirs of the 2-process run and the two 1-process references."""
     base = tmp_path_factory.mktemp("dist")
     root = base / "data"
-    generate(out=root, days=2, rows_per_day=ROWS, seed=11, start_date=date(2026, 1, 1), progress=False)
+    generate(out=root, days=len(DAYS), rows_per_day=ROWS, seed=11, start_date=date(2026, 1, 1), progress=False)
     out = {"root": root, "world2": base / "world2", "natural": base / "natural", "union": base / "union"}
-    _torchrun(SPEC_PATH, root, out["world2"], "train.batch_size=128", *RUN, CONSTRAINTS, "dist.pipeline=true")
+    _torchrun(SPEC_PATH, root, out["world2"], "train.batch_size=256", *RUN, CONSTRAINTS, "dist.pipeline=true")
     spec = load_spec(SPEC_PATH)
     OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["natural"]).run(DAYS)
     union = OnlineTrainer(spec, tiny_config("train.batch_size=256", *RUN), root, out["union"])
@@ -167,17 +175,25 @@ def test_two_processes_match_one(runs):
         assert a["eval_rows"] == b["eval_rows"] == ROWS
         assert a["train_rows"] == b["train_rows"] == ROWS
         assert a["reader"]["rows_read"] == b["reader"]["rows_read"] == ROWS
-        assert a["train_steps"] == b["train_steps"] == 8  # ceil(2000 / 256)
+        assert a["train_steps"] == b["train_steps"] == STEPS
         for m in MODELS:
             assert a[m]["rows"] == b[m]["rows"] == ROWS
     _assert_metrics(r2[0], natural[0], EXACT)  # day 1: before any training
-    _assert_metrics(r2[1], natural[1], NATURAL_TOL)
-    for a, b in zip(r2, union):  # same rows per step: same training
-        _assert_metrics(a, b, EXACT)
+    for a, b in zip(r2[1:], natural[1:]):
+        _assert_metrics(a, b, NATURAL_TOL)
+    for a, b, tol in zip(r2, union, (EXACT, EXACT, DRIFT)):  # same rows per step: same training
+        _assert_metrics(a, b, tol)
+    # the day's training loss is the mean over both ranks' rows (rank 0's alone is 1% off here)
+    for term, v in union[0]["loss"].items():
+        assert abs(r2[0]["loss"][term] - v) <= 1e-4 * max(1.0, abs(v)), (term, r2[0]["loss"][term], v)
     # training happened: day 2 is not day 1's model again (8 steps of 256 rows move the Student's
     # AucLoss by 0.008 under the default elastic rule, 0.013 with the two end points alone; the
     # models are compared to 6 decimals above, so 0.004 is far outside float noise)
     assert r2[1]["student"]["auc_loss"] < r2[0]["student"]["auc_loss"] - 0.004
+    # the global batch: the same days, the same steps, the same AucLoss at 2 ranks and in 1 process
+    for m in MODELS:
+        got, want = r2[-1][m]["auc_loss"], natural[-1][m]["auc_loss"]
+        assert abs(got / want - 1) <= REL_AUC_LOSS, (m, got, want)
     for name, r in (("2 processes x 128 rows", r2), ("1 process x 256 rows", natural)):  # for the record
         print(f"{name}: train ms/step per day", [round(1000 * d["seconds"]["train"] / d["train_steps"]) for d in r])
 
@@ -217,26 +233,39 @@ def test_checkpoint_of_two_processes_loads_in_one(spec, runs, tmp_path):
 def test_checkpoint_of_one_process_resumes_in_two(runs, tmp_path):
     """The reverse: 2 processes resume from the 1-process (`union`) checkpoint of day 1 and run
     day 2 as `union` did: the same day-2 evaluation (weights loaded into the shards) and, after
-    training day 2, the same checkpoint (optimizer states loaded too: a fresh Adagrad / Adam
-    state would move the weights differently)."""
+    training day 2, the same optimizer states (a fresh Adagrad / Adam state would move them far).
+
+    The MatTA model's weights are not compared after training: its 32 steps amplify float noise
+    (measured: perturbing the day-1 state by 1e-6 in one process moves 2.3% of user_id's weights
+    and a 256x256 tower weight by 0.014 after day 2, the resumed run 1.2% and 0.004), so its
+    optimizer states carry the check: Adagrad's per-table sums within 1e-3 relative (measured
+    <= 8e-5; a fresh state is 12.5% off) and Adam's second moments within 2% (measured 0.18%;
+    fresh: 400%). The baseline (an MLP) does not amplify the noise and is compared weight by
+    weight."""
     root, union = runs["root"], runs["union"]
     w = tmp_path / "resumed"
     src = list_checkpoints(union / "checkpoints")
     (w / "checkpoints").mkdir(parents=True)
     (w / "checkpoints" / src[DAYS[0]].name).write_bytes(src[DAYS[0]].read_bytes())
-    _torchrun(SPEC_PATH, root, w, "--days", DAYS[1], "train.batch_size=128", *RUN, CONSTRAINTS, "dist.pipeline=true")
+    _torchrun(SPEC_PATH, root, w, "--days", DAYS[1], "train.batch_size=256", *RUN, CONSTRAINTS, "dist.pipeline=true")
     got, want = _records(w)[1], _records(union)[1]
     _assert_metrics(got, want, EXACT)
     assert got["train_rows"] == want["train_rows"] == ROWS
     a = load_checkpoint(list_checkpoints(w / "checkpoints")[DAYS[1]])
     b = load_checkpoint(src[DAYS[1]])
-    assert a["step"] == b["step"] == 16
-    for key in ("model", "baseline"):
-        for k, v in b[key].items():
-            assert torch.allclose(a[key][k], v, atol=1e-5, rtol=0), (key, k)
+    assert a["step"] == b["step"] == 2 * STEPS
+    for k, v in b["baseline"].items():
+        off = (a["baseline"][k] - v).abs() > DRIFT
+        assert off.float().mean() <= OFF_SHARE, ("baseline", k, int(off.sum()), off.numel())
     for key in ("optim", "baseline_optim"):
         for i, st in b[key]["embedding"]["state"].items():
-            assert torch.allclose(a[key]["embedding"]["state"][i]["sum"], st["sum"], atol=1e-6, rtol=1e-4), (key, i)
+            mine = a[key]["embedding"]["state"][i]
+            assert float(mine["step"]) == float(st["step"]) == 2 * STEPS, (key, i)
+            assert abs(float(mine["sum"].sum() / st["sum"].sum()) - 1) <= 1e-3, (key, "table", i)
+        for i, st in b[key]["dense"]["state"].items():
+            mine = a[key]["dense"]["state"][i]
+            assert float(mine["step"]) == float(st["step"]) == 2 * STEPS, (key, i)
+            assert abs(float(mine["exp_avg_sq"].sum() / st["exp_avg_sq"].sum()) - 1) <= 0.02, (key, "dense", i)
 
 
 @pytest.mark.integration
@@ -260,7 +289,7 @@ def test_one_process_checkpoint_resumes_in_dmp(spec, runs, tmp_path):
             _assert_same(again[key], state[key], key)
         for tr in (plain, sharded):
             tr.train_day(DAYS[1])
-        assert sharded.step == plain.step == 16
+        assert sharded.step == plain.step == 2 * STEPS
         batch = next(iter(plain.eval_reader.iter_day(DAYS[1])))
         with torch.no_grad():
             assert torch.allclose(plain.baseline(batch)[0], sharded.baseline(batch)[0], atol=1e-5, rtol=0)
@@ -288,8 +317,8 @@ def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
             return s * float("nan"), t, extra
 
         tr.model.forward_elastic = nan_forward
-        with pytest.raises(NonFiniteLossError, match=f"non-finite loss on day {DAYS[1]} at step 8"):
-            tr.run(DAYS)
+        with pytest.raises(NonFiniteLossError, match=f"non-finite loss on day {DAYS[1]} at step {STEPS}"):
+            tr.run(DAYS[:2])
         assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]] and ckpt.read_bytes() == good
     finally:
         tr.ctx.close()

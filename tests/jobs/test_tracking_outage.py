@@ -40,7 +40,7 @@ def _daily(capsys, workdir: Path, data: Path, day: str) -> tuple[int, str, str]:
 
 
 def test_server_down_mid_job_fails_fast_and_the_next_run_catches_up(synthetic_root, tmp_path, capsys, monkeypatch):
-    import recsys_matta.train.trainer as trainer_mod
+    import recsys_matta.online.trainer as trainer_mod
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

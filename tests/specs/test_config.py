@@ -1,5 +1,6 @@
 import pytest
 
+from recsys_matta.errors import UserError
 from recsys_matta.specs import SpecError
 from recsys_matta.specs.config import parse_overrides, resolve_config
 from recsys_matta.specs.presets import PRESETS
@@ -32,6 +33,13 @@ def test_yaml_file_then_overrides(tmp_path):
     cfg = resolve_config(p, ["optim.lr=0.25"])
     assert cfg.preset == "small" and cfg.model == PRESETS["small"]
     assert cfg.train.batch_size == 64 and cfg.optim.lr == 0.25
+
+
+def test_the_batch_size_is_global_and_split_over_the_ranks():
+    train = resolve_config(overrides=["train.batch_size=1024"]).train
+    assert [train.per_rank_batch(n) for n in (1, 2, 8)] == [1024, 512, 128]
+    with pytest.raises(UserError, match=r"train.batch_size=1024 is the global batch .* divisible by the world size 3 .* train.batch_size=1023"):
+        train.per_rank_batch(3)
 
 
 @pytest.mark.parametrize(

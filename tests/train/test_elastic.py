@@ -4,7 +4,7 @@ import pytest
 
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import make_engine
+from recsys_matta.distributed.factory import make_engine
 from recsys_matta.models.choice import student_choice, ta_choice, wide_narrow_wide
 from recsys_matta.specs.config import ElasticConfig
 from recsys_matta.specs.presets import PRESETS

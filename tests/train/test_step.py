@@ -5,7 +5,7 @@ import torch
 
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import make_engine
+from recsys_matta.distributed.factory import make_engine
 from recsys_matta.train.loss import baseline_loss, matta_loss
 from recsys_matta.train.step import NonFiniteLossError, StepOptimizers, TrainStep, run_steps
 from tests.tiny import DAYS, tiny_config

@@ -8,7 +8,7 @@ from recsys_matta.errors import UserError
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
 from recsys_matta.train.records import read_records
 from recsys_matta.train.step import NonFiniteLossError
-from recsys_matta.train.trainer import OnlineTrainer
+from recsys_matta.online.trainer import OnlineTrainer
 from tests.tiny import DAYS, tiny_config
 
 

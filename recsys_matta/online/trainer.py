@@ -35,7 +35,8 @@ from recsys_matta.data.partitions import day_dir, parse_day
 from recsys_matta.data.quality import check_counts, check_drift, check_has_rows, check_ids
 from recsys_matta.data.reader import DayReader
 from recsys_matta.distributed.context import DistContext
-from recsys_matta.distributed.engine import Engine, make_engine
+from recsys_matta.distributed.engine import Engine
+from recsys_matta.distributed.factory import make_engine
 from recsys_matta.errors import UserError
 from recsys_matta.models import MatTAModel
 from recsys_matta.specs import FeatureSpec
@@ -76,9 +77,11 @@ class DayLosses:
         self.steps += 1
         self.rows += rows
 
-    def means(self) -> dict[str, float]:
-        """`{term: mean}` with the `loss/` prefix removed."""
-        return {k.removeprefix("loss/"): v / max(self.steps, 1) for k, v in self.sums.items()}
+    def means(self, ctx: DistContext) -> dict[str, float]:
+        """`{term: mean over every rank's steps}` with the `loss/` prefix removed (collective)."""
+        keys = sorted(self.sums)
+        *sums, steps = ctx.all_sum([*(self.sums[k] for k in keys), float(self.steps)])
+        return {k.removeprefix("loss/"): v / max(steps, 1) for k, v in zip(keys, sums)}
 
 
 class OnlineTrainer:
@@ -117,9 +120,8 @@ class OnlineTrainer:
         t = cfg.train
         torch.set_num_threads(t.threads or self.ctx.auto_threads())
         shard = dict(rank=self.ctx.rank, world_size=self.ctx.world_size)
-        self.reader = DayReader(
-            spec, self.data_root, t.batch_size, shuffle_buffer=t.shuffle_buffer, seed=t.seed, **shard
-        )
+        per_rank = t.per_rank_batch(self.ctx.world_size)  # train.batch_size is the global batch
+        self.reader = DayReader(spec, self.data_root, per_rank, shuffle_buffer=t.shuffle_buffer, seed=t.seed, **shard)
         self.eval_reader = DayReader(spec, self.data_root, t.eval_batch_size, **shard)
         self.label = cfg.loss.label
         if self.label == "event" and spec.labels.event is None:
@@ -286,7 +288,7 @@ class OnlineTrainer:
             day=day,
             day_index=len(self.done_days),
             **metrics,
-            loss=losses.means(),
+            loss=losses.means(self.ctx),
             train_rows=int(self.ctx.all_sum([float(losses.rows)])[0]),
             train_steps=losses.steps,
             reader=counts.as_dict(),
