@@ -22,3 +22,15 @@ TINY = [
 
 def tiny_config(*extra: str):
     return resolve_config(overrides=[*TINY, *extra])
+
+
+def poison_student(model) -> None:
+    """Make `model`'s Student logits NaN from now on (its other outputs unchanged): a non-finite
+    loss on the next training step."""
+    forward = model.forward_elastic
+
+    def nan_forward(batch, choices):
+        s, t, extra = forward(batch, choices)
+        return s * float("nan"), t, extra
+
+    model.forward_elastic = nan_forward

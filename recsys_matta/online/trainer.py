@@ -77,11 +77,12 @@ class DayLosses:
         self.steps += 1
         self.rows += rows
 
-    def means(self, ctx: DistContext) -> dict[str, float]:
-        """`{term: mean over every rank's steps}` with the `loss/` prefix removed (collective)."""
+    def over_ranks(self, ctx: DistContext) -> tuple[dict[str, float], int]:
+        """(`{term: mean over every rank's steps}` with the `loss/` prefix removed, rows trained
+        on by every rank), in one collective."""
         keys = sorted(self.sums)
-        *sums, steps = ctx.all_sum([*(self.sums[k] for k in keys), float(self.steps)])
-        return {k.removeprefix("loss/"): v / max(steps, 1) for k, v in zip(keys, sums)}
+        *sums, steps, rows = ctx.all_sum([*(self.sums[k] for k in keys), float(self.steps), float(self.rows)])
+        return {k.removeprefix("loss/"): v / max(steps, 1) for k, v in zip(keys, sums)}, int(rows)
 
 
 class OnlineTrainer:
@@ -282,14 +283,15 @@ class OnlineTrainer:
         t1 = time.perf_counter()
         losses = self.train_day(day)
         t_train = time.perf_counter() - t1
+        loss_means, train_rows = losses.over_ranks(self.ctx)
         if self.schema is None:
             self.schema = {"day": day, "columns": kinds}
         record = DayRecord(
             day=day,
             day_index=len(self.done_days),
             **metrics,
-            loss=losses.means(self.ctx),
-            train_rows=int(self.ctx.all_sum([float(losses.rows)])[0]),
+            loss=loss_means,
+            train_rows=train_rows,
             train_steps=losses.steps,
             reader=counts.as_dict(),
             seconds={"eval": round(t_eval, 3), "train": round(t_train, 3)},

@@ -50,7 +50,7 @@ from recsys_matta.specs.config import DistConfig, TableShardingConfig
 from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
 from recsys_matta.train.step import NonFiniteLossError
 from recsys_matta.online.trainer import OnlineTrainer
-from tests.tiny import REPO, SPEC_PATH, TINY, tiny_config
+from tests.tiny import REPO, SPEC_PATH, TINY, poison_student, tiny_config
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 ROWS = 8000
@@ -310,13 +310,7 @@ def test_non_finite_loss_in_dmp_keeps_the_last_checkpoint(spec, runs, tmp_path):
         tr.run(DAYS[:1])
         ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
         good = ckpt.read_bytes()
-        forward = tr.model.forward_elastic
-
-        def nan_forward(batch, choices):
-            s, t, extra = forward(batch, choices)
-            return s * float("nan"), t, extra
-
-        tr.model.forward_elastic = nan_forward
+        poison_student(tr.model)
         with pytest.raises(NonFiniteLossError, match=f"non-finite loss on day {DAYS[1]} at step {STEPS}"):
             tr.run(DAYS[:2])
         assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]] and ckpt.read_bytes() == good

@@ -9,7 +9,7 @@ from recsys_matta.train.checkpoint import list_checkpoints, load_checkpoint
 from recsys_matta.train.records import read_records
 from recsys_matta.train.step import NonFiniteLossError
 from recsys_matta.online.trainer import OnlineTrainer
-from tests.tiny import DAYS, tiny_config
+from tests.tiny import DAYS, poison_student, tiny_config
 
 
 def _trainer(spec, root, workdir, *extra, **kw):
@@ -123,13 +123,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(spec, synthetic_ro
     tr.run(DAYS[:1])
     ckpt = list_checkpoints(tmp_path / "checkpoints")[DAYS[0]]
     good = ckpt.read_bytes()
-    orig_forward = tr.model.forward_elastic
-
-    def nan_forward(batch, choices):
-        s, t, extra = orig_forward(batch, choices)
-        return s * float("nan"), t, extra
-
-    tr.model.forward_elastic = nan_forward
+    poison_student(tr.model)
     with pytest.raises(NonFiniteLossError, match=f"non-finite loss .* day {DAYS[1]}"):
         tr.run(DAYS[:2])
     assert list(list_checkpoints(tmp_path / "checkpoints")) == [DAYS[0]]
