@@ -19,8 +19,9 @@ Blocks of one shape (from every weight) are stacked and updated with batched mat
 Python work per step grows with the number of distinct block shapes, not with the number of
 weights (heavyball's SOAP, which this replaces as the default, spent ~27 ms/step in Python on the
 default model at batch 1024, more than its matmuls); the elementwise Adam work of all shapes runs
-as one set of `torch._foreach_` ops. 1-D parameters use AdamW (PyTorch's foreach implementation)
-with the same settings, as SOAP does without 1-D preconditioning.
+as one set of `torch._foreach_` ops. 1-D parameters (biases, norm scales) get AdamW with the same
+settings, as SOAP does without 1-D preconditioning, inside those same foreach ops (their "basis"
+is the identity; a separate torch AdamW cost ~0.7 ms a step for ~1,300 numbers on CPU).
 
 Cost: per r x c block a step is 4 products of r*c*(r or c) multiply-adds (the two rotations in,
 the two back) plus 2 more on the steps that update the factors; on CPU those matmuls are ~80% of
@@ -35,6 +36,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+
+# Blocks with a side below this rotate in the state's dtype even with rotation_dtype=bfloat16: a
+# bf16 bmm of a (k, 32, 128) block costs 2-5x the float32 one on CPU (oneDNN's per-call cost;
+# measured 1 thread: 45 vs 20 us, while (2, 256, 256) takes 728 vs 1457 us).
+_LOW_PRECISION_MIN_SIDE = 64
 
 
 def _chunks(n: int, b: int) -> list[slice]:
@@ -59,7 +66,8 @@ class _Group:
 
     def set_bases(self, dtype: torch.dtype | None) -> None:
         ql, qr = self.state["QL"], self.state["QR"]
-        dtype = dtype or ql.dtype
+        if dtype is None or min(self.shape) < _LOW_PRECISION_MIN_SIDE:
+            dtype = ql.dtype
         self.bases = tuple(q.to(dtype).contiguous() for q in (ql.transpose(1, 2), qr, ql, qr.transpose(1, 2)))
 
     def grads(self) -> Tensor:
@@ -83,10 +91,11 @@ class BlockSOAP:
             when t > 1 and t % factor_every == 0, with EMA factor beta_s ** factor_every: the
             same horizon in steps). 1: every step.
         rotation_dtype: dtype of the four per-step rotation matmuls (G -> G', update -> W):
-            None (the state's: float32, or float64 for float64 weights), or bfloat16 (bases
-            rounded to bf16 once per refresh, products accumulated in fp32 and rounded to bf16;
-            ~2x the matmul rate on CPUs with AVX512-BF16 and on GPUs; the factors, their
-            refresh, the moments and the weights stay float32).
+            None (the state's: float32, or float64 for float64 weights), or bfloat16 for the
+            blocks with both sides >= 64 (smaller ones stay in the state's dtype, faster there):
+            bases rounded to bf16 once per refresh, products accumulated in fp32 and rounded to
+            bf16; ~2x the matmul rate on CPUs with AVX512-BF16 and on GPUs; the factors, their
+            refresh, the moments and the weights stay float32.
     """
 
     def __init__(
@@ -110,7 +119,8 @@ class BlockSOAP:
         self.eps, self.weight_decay, self.frequency, self.max_dim = eps, weight_decay, frequency, max_dim
         self.step_count = 0
         self.matrices = [p for p in self.params if p.dim() == 2]
-        others = [p for p in self.params if p.dim() != 2]
+        self.vectors = [p for p in self.params if p.dim() != 2]  # AdamW: moments M, V per vector
+        self.vector_state: list[dict[str, Tensor]] = [{} for _ in self.vectors]
         by_shape: dict[tuple[int, int], list[_Block]] = {}
         for p in self.matrices:
             for rows in _chunks(p.shape[0], max_dim):
@@ -118,11 +128,6 @@ class BlockSOAP:
                     shape = (rows.stop - rows.start, cols.stop - cols.start)
                     by_shape.setdefault(shape, []).append(_Block(p, rows, cols))
         self.groups = [_Group(shape, blocks) for shape, blocks in by_shape.items()]
-        self.adam = (
-            torch.optim.AdamW(others, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)
-            if others
-            else None
-        )
 
     # ---- the update -----------------------------------------------------------------------
     @torch.no_grad()
@@ -131,47 +136,58 @@ class BlockSOAP:
         t = self.step_count
         b1, b2 = self.betas
         bc1, bc2 = 1 - b1**t, 1 - b2**t
-        if self.weight_decay:
-            torch._foreach_mul_([p for p in self.matrices if p.grad is not None], 1 - self.lr * self.weight_decay)
         groups = [g for g in self.groups if all(b.param.grad is not None for b in g.blocks)]
-        if groups:
-            grads = []
+        vecs = [i for i, p in enumerate(self.vectors) if p.grad is not None]
+        if self.weight_decay:
+            decayed = [p for p in self.matrices if p.grad is not None] + [self.vectors[i] for i in vecs]
+            torch._foreach_mul_(decayed, 1 - self.lr * self.weight_decay)
+        if not groups and not vecs:
+            return
+        grads = []
+        for g in groups:
+            grad = g.grads()  # (k, r, c)
+            if grad.dtype in (torch.float16, torch.bfloat16):
+                grad = grad.float()
+            if not g.state:
+                self._init(g, grad)
+            if not g.bases:
+                g.set_bases(self.rotation_dtype)
+            grads.append(grad)
+        for i in vecs:
+            if not self.vector_state[i]:
+                zero = torch.zeros_like(self.vectors[i])
+                self.vector_state[i] = {"M": zero, "V": zero.clone()}
+        # the gradients in the eigenbasis (the vectors' own), then Adam there: every shape and
+        # every vector in one set of foreach ops
+        gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
+        gps += [self.vectors[i].grad for i in vecs]
+        ms = [g.state["M"] for g in groups] + [self.vector_state[i]["M"] for i in vecs]
+        vs = [g.state["V"] for g in groups] + [self.vector_state[i]["V"] for i in vecs]
+        torch._foreach_lerp_(ms, gps, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gps, gps, value=1 - b2)
+        denom = torch._foreach_sqrt(vs)  # sqrt(V_hat) = sqrt(V) / sqrt(bc2)
+        torch._foreach_div_(denom, math.sqrt(bc2))
+        torch._foreach_add_(denom, self.eps)
+        ups = torch._foreach_div(ms, denom)
+        views, upds = [], []
+        for g, u in zip(groups, ups):
+            u = _rotate(g.bases[2], u, g.bases[3])  # back to the weights' basis
+            for j, blk in enumerate(g.blocks):
+                views.append(blk.param[blk.rows, blk.cols])
+                upds.append(u[j] if u.dtype == blk.param.dtype else u[j].to(blk.param.dtype))
+        views += [self.vectors[i] for i in vecs]
+        upds += ups[len(groups) :]
+        torch._foreach_add_(views, upds, alpha=-self.lr / bc1)  # M_hat = M / bc1
+        if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
+            bs = self.shampoo_beta**self.factor_every
+            for g, gr in zip(groups, grads):
+                g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
+                g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
+        if t % self.frequency == 0:
             for g in groups:
-                grad = g.grads()  # (k, r, c)
-                if grad.dtype in (torch.float16, torch.bfloat16):
-                    grad = grad.float()
-                if not g.state:
-                    self._init(g, grad)
-                if not g.bases:
-                    g.set_bases(self.rotation_dtype)
-                grads.append(grad)
-            # the gradients in the eigenbasis, then Adam there (all shapes in one set of foreach ops)
-            gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
-            ms, vs = [g.state["M"] for g in groups], [g.state["V"] for g in groups]
-            torch._foreach_lerp_(ms, gps, 1 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, gps, gps, value=1 - b2)
-            denom = torch._foreach_sqrt(vs)  # sqrt(V_hat) = sqrt(V) / sqrt(bc2)
-            torch._foreach_div_(denom, math.sqrt(bc2))
-            torch._foreach_add_(denom, self.eps)
-            views, upds = [], []
-            for g, u in zip(groups, torch._foreach_div(ms, denom)):
-                u = _rotate(g.bases[2], u, g.bases[3])  # back to the weights' basis
-                for i, blk in enumerate(g.blocks):
-                    views.append(blk.param[blk.rows, blk.cols])
-                    upds.append(u[i] if u.dtype == blk.param.dtype else u[i].to(blk.param.dtype))
-            torch._foreach_add_(views, upds, alpha=-self.lr / bc1)  # M_hat = M / bc1
-            if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
-                bs = self.shampoo_beta**self.factor_every
-                for g, gr in zip(groups, grads):
-                    g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
-                    g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
-            if t % self.frequency == 0:
-                for g in groups:
-                    self._refresh(g)
-                    g.set_bases(self.rotation_dtype)
-        if self.adam is not None:
-            self.adam.step()
+                self._refresh(g)
+                g.set_bases(self.rotation_dtype)
 
     def _init(self, g: _Group, grad: Tensor) -> None:
         left = torch.bmm(grad, grad.transpose(1, 2))  # (k, r, r)
@@ -211,7 +227,7 @@ class BlockSOAP:
         return {
             "step": self.step_count,
             "groups": [{"shape": g.shape, "blocks": len(g.blocks), **g.state} for g in self.groups],
-            "adam": None if self.adam is None else self.adam.state_dict(),
+            "vectors": [dict(v) for v in self.vector_state],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,8 +239,16 @@ class BlockSOAP:
         for g, s in zip(self.groups, state["groups"]):
             g.state = {k: v.clone() for k, v in s.items() if isinstance(v, Tensor)}
             g.bases = ()
-        if self.adam is not None:
-            self.adam.load_state_dict(state["adam"])
+        if "vectors" in state:
+            if len(state["vectors"]) != len(self.vectors):
+                raise ValueError(f"Shampoo state has {len(state['vectors'])} 1-D parameters, the model {len(self.vectors)}")
+            self.vector_state = [{k: v.clone() for k, v in s.items()} for s in state["vectors"]]
+        else:  # checkpoints before the fold: a torch AdamW over the 1-D parameters, in order
+            saved = (state.get("adam") or {}).get("state", {})
+            self.vector_state = [
+                {"M": st["exp_avg"].clone(), "V": st["exp_avg_sq"].clone()} if st else {}
+                for st in (saved.get(i, saved.get(str(i))) for i in range(len(self.vectors)))
+            ]
 
     def factors(self, param: nn.Parameter) -> list[Tensor] | None:
         """[L (r x r), R (c x c)] of the weight's first block (rows and columns from 0: all of

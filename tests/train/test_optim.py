@@ -155,7 +155,7 @@ def test_batched_shampoo_groups_blocks_by_shape():
     assert sorted((g.shape, len(g.blocks)) for g in opt.groups) == [
         ((1, 3), 1), ((1, 4), 2), ((3, 2), 1), ((3, 4), 1), ((4, 2), 2), ((4, 4), 2)
     ]
-    assert len(opt.adam.param_groups[0]["params"]) == 2
+    assert [tuple(p.shape) for p in opt.vectors] == [(11,), (1,)]
 
 
 def test_batched_shampoo_equals_a_plain_reference_with_blocks_and_refreshes():
@@ -252,11 +252,11 @@ def test_bf16_rotations_track_the_float32_update():
     from recsys_matta.train.shampoo import BlockSOAP
 
     torch.manual_seed(0)
-    model = nn.Linear(8, 6)
-    kw = dict(lr=0.01, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=8)
+    model = nn.Linear(64, 64)  # one 64 x 64 block: the smallest that rotates in bf16
+    kw = dict(lr=0.01, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=64)
     exact = BlockSOAP(model.parameters(), **kw)
-    x = torch.randn(2048, 8)
-    y = x @ torch.randn(8, 6) + 0.5 * torch.randn(2048, 6)
+    x = torch.randn(2048, 64)
+    y = x @ torch.randn(64, 64) + 0.5 * torch.randn(2048, 64)
 
     def step(m, o, rows):
         o.zero_grad()
@@ -275,4 +275,43 @@ def test_bf16_rotations_track_the_float32_update():
     assert float((other.weight - model.weight).norm() / moved.norm()) < 0.02
     assert all(t.dtype == torch.float32 for g in fast.groups for t in g.state.values())
     assert all(q.dtype == torch.bfloat16 for g in fast.groups for q in g.bases)
+    narrow = nn.Linear(64, 63)  # a 63 x 64 block: a side < 64 rotates in float32 (faster there on CPU)
+    small = BlockSOAP(narrow.parameters(), **kw, rotation_dtype=torch.bfloat16)
+    narrow(x).sum().backward()
+    small.step()
+    assert all(q.dtype == torch.float32 for g in small.groups for q in g.bases)
     assert Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="bfloat16")).soap.rotation_dtype == torch.bfloat16
+
+
+def test_batched_shampoo_steps_1d_parameters_as_adamw():
+    """The biases ride in the Shampoo step's foreach ops; their trajectory is torch AdamW's
+    (float64, weight decay on), and a state saved before the fold (a torch AdamW state under
+    "adam") resumes to the same next step."""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1)).double()
+    biases = [copy.deepcopy(p) for p in model.parameters() if p.dim() == 1]
+    start = [b.detach().clone() for b in biases]
+    kw = dict(lr=0.05, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt = BlockSOAP(model.parameters(), **kw, shampoo_beta=0.9, frequency=3, max_dim=8)
+    adamw = torch.optim.AdamW(biases, **kw, foreach=False)
+    x, y = _problem()
+    x, y = x[:, :6].double(), y.double()
+    for _ in range(7):
+        opt.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
+        for b, p in zip(biases, opt.vectors):
+            b.grad = p.grad.clone()
+        opt.step(), adamw.step()
+        for b, p in zip(biases, opt.vectors):
+            assert torch.allclose(b, p, atol=1e-12, rtol=0)
+    assert all(float((b - s).abs().max()) > 0.05 for b, s in zip(biases, start))  # 7 steps of lr 0.05 moved them
+
+    old = opt.state_dict()
+    old.pop("vectors")
+    old["adam"] = adamw.state_dict()
+    resumed = BlockSOAP(copy.deepcopy(model).parameters(), **kw, shampoo_beta=0.9, frequency=3, max_dim=8)
+    resumed.load_state_dict(old)
+    for a, b in zip(resumed.vector_state, opt.vector_state):
+        assert torch.equal(a["M"], b["M"]) and torch.equal(a["V"], b["V"])
