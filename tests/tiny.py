@@ -29,8 +29,8 @@ def poison_student(model) -> None:
     loss on the next training step."""
     forward = model.forward_elastic
 
-    def nan_forward(batch, choices):
-        s, t, extra = forward(batch, choices)
+    def nan_forward(batch, choices, **kw):
+        s, t, extra = forward(batch, choices, **kw)
         return s * float("nan"), t, extra
 
     model.forward_elastic = nan_forward

@@ -22,7 +22,7 @@ from torch import nn
 from recsys_matta.data.batch import Batch
 from recsys_matta.models.choice import Choice, student_choice, ta_choice
 from recsys_matta.models.embedding import PooledTokens, build_ebc
-from recsys_matta.models.tower import Tower
+from recsys_matta.models.tower import Tower, compiled_forward_many
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.model import ModelConfig, Widths
 
@@ -87,10 +87,11 @@ class MatTAModel(nn.Module):
         return logit_s, logit_ta
 
     def forward_elastic(
-        self, batch: Batch, choices: Sequence[Choice]
+        self, batch: Batch, choices: Sequence[Choice], compiled: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """`(logit_student, logit_ta, [logits of each Mix'n'Match choice])`, all (B,), with the
-        tables run once (elastic training: recsys_matta.train.elastic)."""
+        tables run once (elastic training: recsys_matta.train.elastic). `compiled`: the shared
+        tower through `torch.compile` (`train.compile`; the tables stay eager)."""
         pooled = self.pooled(batch)  # (B, F, d)
         dense = batch.dense
         if self.student_only or self.student_tower is not None:
@@ -100,7 +101,8 @@ class MatTAModel(nn.Module):
             logit_ta = None if self.student_only else self.tower.forward_at(pooled, dense, self._ta_widths)
             return logit_s, logit_ta, []
         ws = [self._student_widths, self._ta_widths, *(self.tower_for(c)[1] for c in choices)]
-        logit_s, logit_ta, *extra = self.tower.forward_many(pooled, dense, ws)
+        many = compiled_forward_many() if compiled else Tower.forward_many
+        logit_s, logit_ta, *extra = many(self.tower, pooled, dense, ws)
         return logit_s, logit_ta, extra
 
     def tower_for(self, choice: Choice) -> tuple[Tower, Widths]:

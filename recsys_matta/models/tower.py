@@ -17,6 +17,7 @@ Every block is a `NestedBlock` (recsys_matta.modules.block); `forward_at`, `coun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import torch
 from torch import nn
@@ -146,3 +147,11 @@ class Tower(nn.Module):
         new.norm = self.norm.extract(w.d)
         new.out = self.out.extract(ins[-1], 1)
         return new
+
+
+@cache
+def compiled_forward_many():
+    """`Tower.forward_many` through `torch.compile`, made once per process and called with the
+    tower as its first argument (so a copied model never calls the original's): one graph per
+    set of sub-network widths, the batch dimension dynamic after its first change."""
+    return torch.compile(Tower.forward_many)

@@ -59,6 +59,7 @@ class TrainStep(nn.Module):
             rule trains the Student and the TA only. Ignored by a model without sub-networks
             (Student or TA alone, `share_params=false`).
         seed: the run's seed; the sampled sub-networks depend only on (seed, step).
+        compile: run the shared tower through `torch.compile` (`train.compile`).
     """
 
     def __init__(
@@ -69,8 +70,10 @@ class TrainStep(nn.Module):
         label: str,
         elastic: ElasticConfig | None = None,
         seed: int = 0,
+        compile: bool = False,
     ):
         super().__init__()
+        self.compile = compile
         self.model, self.baseline = model, baseline
         self.loss_cfg, self.label = loss_cfg, label
         nested = not getattr(model, "student_only", True) and model.cfg.share_params
@@ -85,7 +88,8 @@ class TrainStep(nn.Module):
             return tuple(m.ebc(batch.sparse) for m in (self.model, self.baseline) if m is not None)
         y = batch.label(self.label)  # (B,)
         choices = [] if self.elastic is None else sample_choices(self.model.cfg, self.elastic, self.seed, self.step)
-        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices)  # (B,), (B,) or None, [(B,)]
+        # (B,), (B,) or None, [(B,)]
+        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices, compiled=self.compile)
         terms = matta_loss(logit_s, logit_ta, y, self.step, self.loss_cfg, extra, self.elastic)
         total, out = terms.total, terms.detached()
         if self.baseline is not None:

@@ -91,3 +91,33 @@ def test_the_initial_tables_are_deterministic_and_chunked(spec):
     lo = INIT_CHUNK_ROWS - 3 if rows > INIT_CHUNK_ROWS else rows - 5
     assert torch.equal(init_rows(0, "user_id", rows, dim, lo, rows, slice(2, 6)), a[table][lo:, 2:6])
     assert float(a[table].abs().max()) <= 0.05
+
+
+@pytest.mark.slow  # ~1.5 min of compiling on 2 CPU cores
+def test_train_compile_runs_the_tower_compiled_with_the_eager_losses(spec, synthetic_root):
+    """train.compile=true: the elastic step's shared tower runs through torch.compile (new graphs
+    appear) and gives the eager step's loss terms and weights, to float rounding, over steps that
+    sample different sub-networks and a last batch of another size. Dense Adam: Shampoo's first
+    step (factors of one gradient) turns float rounding into full-size steps (as in
+    test_optim.test_bf16_rotations_track_the_float32_update), compiled or not."""
+    from torch._dynamo.utils import counters
+
+    batches = list(DayReader(spec, synthetic_root, 128).iter_day(DAYS[0]))[:5]
+    batches.append(next(iter(DayReader(spec, synthetic_root, 40).iter_day(DAYS[0]))))
+    runs = {}
+    graphs = counters["stats"]["unique_graphs"]
+    for compiled in (False, True):
+        engine = make_engine(spec, tiny_config(f"train.compile={str(compiled).lower()}", "optim.dense=adam", "optim.lr=1e-3"), "teacher", DistContext())
+        terms = [r.terms for r in engine.train(iter(batches), 0, DAYS[0])]
+        runs[compiled] = (terms, engine.state_dict()["model"])
+    assert counters["stats"]["unique_graphs"] > graphs  # the compiled arm compiled something
+    (eager, w_eager), (comp, w_comp) = runs[False], runs[True]
+    assert len(eager) == len(comp) == 6
+    for a, b in zip(eager, comp):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), k
+    dense = [k for k in w_eager if "tower" in k and isinstance(w_eager[k], torch.Tensor)]
+    assert dense
+    for k in dense:
+        assert torch.allclose(w_comp[k], w_eager[k], rtol=1e-4, atol=1e-6), k
