@@ -27,6 +27,9 @@ example) and per arm `ARM_model_flops_vs_matmul` = those FLOPs / its step time /
 Measured (issue 17; docs/tuning.md, load ~2.5): shampoo_over_adam 1.413 at batch 256 and 1.099
 at 1024 with optim.factor_every=5 optim.rotation_dtype=bfloat16 (opt-in) vs 1.548 and 1.148
 with the defaults (factor_every=1, float32 rotations) in the same run; 3.21 MFLOP per example.
+`--variant compiled=train.compile=true` times the step with the tower under torch.compile (its
+compiles fall in the warm-up): 0.81-0.91x the eager Shampoo step at batch 256, 0.90-1.05x at 1024
+(two runs, load 0.1-1.1; docs/tuning.md).
 
 Table sweep (`--table-rows`, empty to skip): the `--sweep-arm` step at `--sweep-batch` with
 user_id and item_id given each number of rows (hash buckets), the engines of all sizes timed in
