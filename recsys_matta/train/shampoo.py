@@ -241,7 +241,8 @@ class BlockSOAP:
             g.bases = ()
         if "vectors" in state:
             if len(state["vectors"]) != len(self.vectors):
-                raise ValueError(f"Shampoo state has {len(state['vectors'])} 1-D parameters, the model {len(self.vectors)}")
+                saved_n, mine_n = len(state["vectors"]), len(self.vectors)
+                raise ValueError(f"Shampoo state has {saved_n} 1-D parameters, the model needs {mine_n}")
             self.vector_state = [{k: v.clone() for k, v in s.items()} for s in state["vectors"]]
         else:  # checkpoints before the fold: a torch AdamW over the 1-D parameters, in order
             saved = (state.get("adam") or {}).get("state", {})

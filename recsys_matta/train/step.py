@@ -59,7 +59,7 @@ class TrainStep(nn.Module):
             rule trains the Student and the TA only. Ignored by a model without sub-networks
             (Student or TA alone, `share_params=false`).
         seed: the run's seed; the sampled sub-networks depend only on (seed, step).
-        compile: run the shared tower through `torch.compile` (`train.compile`).
+        compile_tower: run the shared tower through `torch.compile` (`train.compile`).
     """
 
     def __init__(
@@ -70,10 +70,10 @@ class TrainStep(nn.Module):
         label: str,
         elastic: ElasticConfig | None = None,
         seed: int = 0,
-        compile: bool = False,
+        compile_tower: bool = False,
     ):
         super().__init__()
-        self.compile = compile
+        self.compile_tower = compile_tower  # not `compile`: that would hide nn.Module.compile
         self.model, self.baseline = model, baseline
         self.loss_cfg, self.label = loss_cfg, label
         nested = not getattr(model, "student_only", True) and model.cfg.share_params
@@ -89,7 +89,7 @@ class TrainStep(nn.Module):
         y = batch.label(self.label)  # (B,)
         choices = [] if self.elastic is None else sample_choices(self.model.cfg, self.elastic, self.seed, self.step)
         # (B,), (B,) or None, [(B,)]
-        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices, compiled=self.compile)
+        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices, compiled=self.compile_tower)
         terms = matta_loss(logit_s, logit_ta, y, self.step, self.loss_cfg, extra, self.elastic)
         total, out = terms.total, terms.detached()
         if self.baseline is not None:

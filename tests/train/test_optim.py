@@ -192,6 +192,10 @@ def test_shampoo_state_of_another_shape_is_refused():
         b.load_state_dict(a.state_dict())
     with pytest.raises(ValueError, match="shampoo_impl='heavyball'"):
         a.load_state_dict({**a.state_dict(), "impl": "heavyball"})
+    state = a.state_dict()
+    state["soap"]["vectors"].append({})
+    with pytest.raises(ValueError, match="2 1-D parameters, the model needs 1"):
+        Shampoo(nn.Linear(4, 3).parameters(), OptimConfig()).load_state_dict(state)
 
 
 def test_factor_every_skips_factor_updates_between_its_steps():
@@ -280,7 +284,8 @@ def test_bf16_rotations_track_the_float32_update():
     narrow(x).sum().backward()
     small.step()
     assert all(q.dtype == torch.float32 for g in small.groups for q in g.bases)
-    assert Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="bfloat16")).soap.rotation_dtype == torch.bfloat16
+    configured = Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="bfloat16"))
+    assert configured.soap.rotation_dtype == torch.bfloat16
 
 
 def test_batched_shampoo_steps_1d_parameters_as_adamw():

@@ -107,7 +107,8 @@ def test_train_compile_runs_the_tower_compiled_with_the_eager_losses(spec, synth
     runs = {}
     graphs = counters["stats"]["unique_graphs"]
     for compiled in (False, True):
-        engine = make_engine(spec, tiny_config(f"train.compile={str(compiled).lower()}", "optim.dense=adam", "optim.lr=1e-3"), "teacher", DistContext())
+        cfg = tiny_config(f"train.compile={str(compiled).lower()}", "optim.dense=adam", "optim.lr=1e-3")
+        engine = make_engine(spec, cfg, "teacher", DistContext())
         terms = [r.terms for r in engine.train(iter(batches), 0, DAYS[0])]
         runs[compiled] = (terms, engine.state_dict()["model"])
     assert counters["stats"]["unique_graphs"] > graphs  # the compiled arm compiled something
