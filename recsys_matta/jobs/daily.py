@@ -395,7 +395,7 @@ def _catch_up(trainer: OnlineTrainer, data: Path, workdir: Path, tracker, consol
     down): the newest checkpoint's Student, when it is that day's; a half-done registration (a
     version without its alias) is completed instead. Returns the first-champion decision or None.
     Collective (the export) when the tables are sharded."""
-    from recsys_matta.tracking.registry import CANDIDATE, _client, alias_version, champion_version, gate
+    from recsys_matta.tracking.registry import _client, complete_registration
 
     name = trainer.cfg.registered_model
     todo, existing = None, None
@@ -428,10 +428,7 @@ def _catch_up(trainer: OnlineTrainer, data: Path, workdir: Path, tracker, consol
         if existing is None:
             _, first = register_candidate(trainer, record, data, tracker, console, models[0], catch_up=True)
         else:  # registered, but the job stopped before its alias
-            if alias_version(name, CANDIDATE) != existing:
-                _client().set_registered_model_alias(name, CANDIDATE, str(existing))
-            if champion_version(name) is None:
-                first = gate(name, existing, record.student.auc_loss, None, day=todo, tracker=tracker)
+            first = complete_registration(name, existing, record.student.auc_loss, day=todo, tracker=tracker)
             if console is not None:
                 console.print(f"{name} v{existing} (trained through {todo}) is the candidate (its registration is completed)")
         _clear_pending(workdir)
@@ -545,14 +542,7 @@ def _ensure_day_metrics(s: DailySession, day: str) -> None:
 
 
 def _register_once(s: DailySession, record: DayRecord) -> int | None:
-    from recsys_matta.tracking.registry import (
-        CANDIDATE,
-        _client,
-        alias_version,
-        champion_version,
-        gate,
-        version_tags,
-    )
+    from recsys_matta.tracking.registry import _client, complete_registration, version_tags
 
     if not s.cfg.daily.register_student:
         s.say("daily.register_student=false: nothing to register")
@@ -567,11 +557,9 @@ def _register_once(s: DailySession, record: DayRecord) -> int | None:
     if not found:
         return register_stage(s, record)
     version = max(found)
-    cand = alias_version(name, CANDIDATE)
-    if cand is None or cand < version:
-        _client().set_registered_model_alias(name, CANDIDATE, str(version))
-    if champion_version(name) is None:
-        s.out.decisions.append(gate(name, version, record.student.auc_loss, None, day=record.day, tracker=s.tracker))
+    decision = complete_registration(name, version, record.student.auc_loss, day=record.day, tracker=s.tracker)
+    if decision is not None:
+        s.out.decisions.append(decision)
     _clear_pending(s.workdir)
     s.say(f"{name} v{version} (trained through {record.day}) is registered already; nothing to do")
     return version

@@ -217,3 +217,17 @@ def gate(
         tracker.log_dict(decision.as_dict(), "gate.json")
         tracker.set_tags({**tags, "gate.version": version})
     return decision
+
+
+def complete_registration(
+    name: str, version: int, auc_loss: float, *, day: str, tracker: "Tracker | None" = None
+) -> GateDecision | None:
+    """Finish a registration a job stopped in the middle of (the version exists, its aliases may
+    not): alias `candidate` moves to `version` unless a newer version holds it, and `version` is
+    gated when there is no champion yet. Returns that gate decision, else None."""
+    cand = alias_version(name, CANDIDATE)
+    if cand is None or cand < version:
+        _client().set_registered_model_alias(name, CANDIDATE, str(version))
+    if champion_version(name) is None:
+        return gate(name, version, auc_loss, None, day=day, tracker=tracker)
+    return None

@@ -14,9 +14,11 @@ import pytest
 
 from recsys_matta.tracking import open_tracker
 from recsys_matta.tracking.registry import (
+    CANDIDATE,
     CHAMPION,
     alias_version,
     champion_version,
+    complete_registration,
     decide,
     gate,
     load_champion,
@@ -107,6 +109,22 @@ def test_better_moves_worse_and_tie_do_not(mlflow_store):
     with pytest.raises(ValueError, match="re-score"):
         gate(NAME, _new_version(), 0.1, None)  # a champion exists: its score is required
     assert champion_version(NAME) == v4
+
+
+def test_complete_registration_sets_missing_aliases_only(mlflow_store):
+    v1 = _new_version()  # registered, then the job stopped: no alias at all
+    first = complete_registration(NAME, v1, 0.45, day="2026-11-02")
+    assert first is not None and first.moved
+    assert alias_version(NAME, CANDIDATE) == v1 and champion_version(NAME) == v1
+    assert complete_registration(NAME, v1, 0.45, day="2026-11-02") is None  # done: no second gate
+
+    v2, v3 = _new_version(), _new_version()
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(NAME, CANDIDATE, str(v3))
+    assert complete_registration(NAME, v2, 0.40, day="2026-11-03") is None  # a champion exists
+    assert alias_version(NAME, CANDIDATE) == v3  # a newer candidate is not moved back
+    assert champion_version(NAME) == v1
 
 
 def test_gate_decision_logged_to_run(mlflow_store, tmp_path):
