@@ -24,9 +24,11 @@ MatTA+Adam step's matmul FLOPs by torch.utils.flop_counter, forward + backward o
 example) and per arm `ARM_model_flops_vs_matmul` = those FLOPs / its step time / the FLOP/s of a
 2048^3 fp32 matmul measured in the same run (`matmul_fp32_gflop_per_s`, same threads).
 
-Measured (issue 17; docs/tuning.md, load ~2.5): shampoo_over_adam 1.413 at batch 256 and 1.099
-at 1024 with optim.factor_every=5 optim.rotation_dtype=bfloat16 (opt-in) vs 1.548 and 1.148
-with the defaults (factor_every=1, float32 rotations) in the same run; 3.21 MFLOP per example.
+Measured (issue 17; docs/tuning.md, 1 thread, load 0.44 -> 0.90): shampoo_over_adam 1.350 at
+batch 256 and 1.086 at 1024 with the defaults (`optim.rotation_dtype=auto optim.factor_dtype=auto`:
+bf16 on this AVX512-BF16 CPU) vs 1.499 and 1.155 with both float32 (`--variant
+fp32=optim.rotation_dtype=float32,optim.factor_dtype=float32`) in the same run; 3.21 MFLOP per
+example.
 `--variant compiled=train.compile=true` times the step with the tower under torch.compile (its
 compiles fall in the warm-up): 0.81-0.91x the eager Shampoo step at batch 256, 0.90-1.05x at 1024
 (two runs, load 0.1-1.1; docs/tuning.md).

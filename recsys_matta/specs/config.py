@@ -92,17 +92,20 @@ class OptimConfig(_Strict):
         shampoo_beta: EMA factor of the Kronecker factor statistics (per step: an update every
             `factor_every` steps decays them by shampoo_beta ** factor_every).
         factor_every: steps between updates of Shampoo's Kronecker factors (`batched` only; 1:
-            every step). The factors only matter at the eigenbasis refreshes, and their two
-            products per block are a third of the step's matmuls. `factor_every=5` with
-            `rotation_dtype=bfloat16` is the measured cheaper step (opt-in; docs/tuning.md): the
-            MatTA+Shampoo step 1.20-1.41x the MatTA+Adam step at batch 256 (1.45-1.55x with the
-            defaults), 1.02-1.15x at 1024 (1.09-1.21x), CPU; Student AucLoss +0.0012 (0.4%
-            relative, within one seed std but worse on 3 of 3 seeds) on 4 x 50k days. Not the
-            default: every study and demo figure in docs/ and the README is of the default step.
+            every step). Their two products per block are a third of the step's matmuls, but
+            skipping gradients costs AucLoss: on the 8 x 50k study `factor_every=5` is +0.0011
+            Student AucLoss (3 of 3 seeds worse), `factor_every=2` +0.0004 (3 of 3); opt-in
+            (docs/tuning.md).
         rotation_dtype: dtype of the per-step rotations into and out of the eigenbasis (`batched`
-            only): `float32` (the default, the weights' dtype), or `bfloat16` (about twice the
-            matmul rate on CPUs with AVX512-BF16 and on GPUs; factors, moments and weights stay
-            float32).
+            only): `auto` (the default: `bfloat16` where the device multiplies bf16 faster than
+            float32, CUDA from Ampere and CPUs with AVX512-BF16 or AMX; `float32` elsewhere),
+            `float32` (the weights' dtype) or `bfloat16` (blocks with both sides >= 64; factors,
+            moments and weights stay float32).
+        factor_dtype: dtype of the factor products G G^T and G^T G (`batched` only; `auto`, the
+            default, as above): bf16 products added into float32 factors; only the eigenbasis
+            chosen at a refresh depends on them. Both bf16 (on AVX512-BF16): the optimizer step
+            0.70x the float32 one, the same AucLoss within seed noise on the 8 x 50k study (6
+            seeds; docs/tuning.md).
         shampoo_impl: `batched` (recsys_matta.train.shampoo: blocks of one shape updated with
             batched matmuls) or `heavyball` (heavyball's SOAP, the reference implementation).
         embedding_lr: learning rate of row-wise Adagrad on the embedding tables.
@@ -119,7 +122,8 @@ class OptimConfig(_Strict):
     max_preconditioner_dim: int = Field(256, ge=1)
     shampoo_beta: float = Field(0.95, ge=0, lt=1)
     factor_every: int = Field(1, ge=1)
-    rotation_dtype: Literal["float32", "bfloat16"] = "float32"
+    rotation_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    factor_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     shampoo_impl: Literal["batched", "heavyball"] = "batched"
     embedding_lr: float = Field(0.05, gt=0)
     embedding_eps: float = Field(1e-8, gt=0)

@@ -24,7 +24,24 @@ from recsys_matta.train.shampoo import BlockSOAP, zero_grads
 heavyball.utils.compile_mode = None
 
 EMBEDDING_PREFIX = "ebc."
-_ROTATION_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: the weights' own dtype
+
+
+def fast_bf16_matmul(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices faster than float32: CUDA from compute capability
+    8.0 (Ampere), CPUs with AVX512-BF16 or AMX (oneDNN emulates bf16 elsewhere, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def low_precision_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """`optim.rotation_dtype` / `optim.factor_dtype` as BlockSOAP takes it: bfloat16, or None
+    (the weights' own dtype); `auto` is bfloat16 where `fast_bf16_matmul(device)`."""
+    if name == "auto":
+        return torch.bfloat16 if fast_bf16_matmul(device) else None
+    return {"float32": None, "bfloat16": torch.bfloat16}[name]
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -58,9 +75,11 @@ class Shampoo:
             lr=cfg.lr, betas=cfg.betas, shampoo_beta=cfg.shampoo_beta, eps=cfg.epsilon, weight_decay=cfg.weight_decay
         )
         if self.impl == "batched":
+            device = self.params[0].device if self.params else torch.device("cpu")
             self.soap: BlockSOAP | heavyball.SOAP = BlockSOAP(
                 self.params, **common, frequency=cfg.precondition_frequency, max_dim=cfg.max_preconditioner_dim,
-                factor_every=cfg.factor_every, rotation_dtype=_ROTATION_DTYPES[cfg.rotation_dtype],
+                factor_every=cfg.factor_every, rotation_dtype=low_precision_dtype(cfg.rotation_dtype, device),
+                factor_dtype=low_precision_dtype(cfg.factor_dtype, device),
             )
         else:
             self.soap = heavyball.SOAP(

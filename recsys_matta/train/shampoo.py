@@ -25,7 +25,9 @@ is the identity; a separate torch AdamW cost ~0.7 ms a step for ~1,300 numbers o
 
 Cost: per r x c block a step is 4 products of r*c*(r or c) multiply-adds (the two rotations in,
 the two back) plus 2 more on the steps that update the factors; on CPU those matmuls are ~80% of
-the step (benchmarks/train_step.py), so `factor_every` k cuts the step by about (1 - 1/k) / 3.
+the step (benchmarks/train_step.py). `rotation_dtype` / `factor_dtype` bfloat16 run them at the
+bf16 rate (the optimizer step 0.70x with both, AVX512-BF16); `factor_every` k cuts the step by
+about (1 - 1/k) / 3 but costs AucLoss (docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ from torch import Tensor, nn
 # bf16 bmm of a (k, 32, 128) block costs 2-5x the float32 one on CPU (oneDNN's per-call cost;
 # measured 1 thread: 45 vs 20 us, while (2, 256, 256) takes 728 vs 1457 us).
 _LOW_PRECISION_MIN_SIDE = 64
+
+
+def _low_precision(dtype: torch.dtype | None, shape: tuple[int, int]) -> torch.dtype | None:
+    """`dtype` where a block of `shape` runs a low-precision product, else None."""
+    return None if dtype is None or min(shape) < _LOW_PRECISION_MIN_SIDE else dtype
 
 
 def _chunks(n: int, b: int) -> list[slice]:
@@ -66,8 +73,7 @@ class _Group:
 
     def set_bases(self, dtype: torch.dtype | None) -> None:
         ql, qr = self.state["QL"], self.state["QR"]
-        if dtype is None or min(self.shape) < _LOW_PRECISION_MIN_SIDE:
-            dtype = ql.dtype
+        dtype = _low_precision(dtype, self.shape) or ql.dtype
         self.bases = tuple(q.to(dtype).contiguous() for q in (ql.transpose(1, 2), qr, ql, qr.transpose(1, 2)))
 
     def grads(self) -> Tensor:
@@ -96,6 +102,10 @@ class BlockSOAP:
             bases rounded to bf16 once per refresh, products accumulated in fp32 and rounded to
             bf16; ~2x the matmul rate on CPUs with AVX512-BF16 and on GPUs; the factors, their
             refresh, the moments and the weights stay float32.
+        factor_dtype: dtype of the factor products G G^T, G^T G (the same rule: None, or
+            bfloat16 for blocks with both sides >= 64): the gradient rounded to bf16, the
+            product rounded to bf16 and added into the float32 factors. The factors only choose
+            the eigenbasis at a refresh, so their rounding moves the basis, not the update.
     """
 
     def __init__(
@@ -110,10 +120,11 @@ class BlockSOAP:
         max_dim: int,
         factor_every: int = 1,
         rotation_dtype: torch.dtype | None = None,
+        factor_dtype: torch.dtype | None = None,
     ):
         if factor_every < 1:
             raise ValueError(f"factor_every must be >= 1, got {factor_every}")
-        self.factor_every, self.rotation_dtype = factor_every, rotation_dtype
+        self.factor_every, self.rotation_dtype, self.factor_dtype = factor_every, rotation_dtype, factor_dtype
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.betas, self.shampoo_beta = lr, betas, shampoo_beta
         self.eps, self.weight_decay, self.frequency, self.max_dim = eps, weight_decay, frequency, max_dim
@@ -182,8 +193,14 @@ class BlockSOAP:
         if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
             bs = self.shampoo_beta**self.factor_every
             for g, gr in zip(groups, grads):
-                g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
-                g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
+                low = _low_precision(self.factor_dtype, g.shape)
+                if low is None:
+                    g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
+                    g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
+                else:  # CPU bmm has no bf16-in, fp32-out form: the product is rounded to bf16
+                    x = gr.to(low)
+                    g.state["L"].mul_(bs).add_(torch.bmm(x, x.transpose(1, 2)), alpha=1 - bs)
+                    g.state["R"].mul_(bs).add_(torch.bmm(x.transpose(1, 2), x), alpha=1 - bs)
         if t % self.frequency == 0:
             for g in groups:
                 self._refresh(g)

@@ -343,3 +343,26 @@ def test_table_constraints():
     assert (out["b"].sharding_types, out["b"].min_partition) == (cfg.sharding_types, None)
     with pytest.raises(UserError, match=r"dist.tables: unknown tables \['c'\]"):
         table_constraints(["a"], DistConfig(tables={"c": TableShardingConfig()}))
+
+
+@pytest.mark.integration
+def test_compiled_tower_under_two_processes(tmp_path, monkeypatch):
+    """train.compile=true under torchrun (DDP at world size 2) trains as the eager run does: the
+    same day-2 metrics and day-1 losses (Adam; the two end points, one graph; days of whole
+    batches), and inductor did compile (its cache, a fresh folder, holds generated code)."""
+    root = tmp_path / "data"
+    generate(out=root, days=2, rows_per_day=2048, seed=12, start_date=date(2026, 1, 1), progress=False)
+    cache = tmp_path / "inductor"
+    run = (*RUN, "elastic.rule=endpoints", "baseline.enabled=false")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))  # the torchrun children's cache
+    for compiled in ("false", "true"):
+        _torchrun(SPEC_PATH, root, tmp_path / compiled, *run, f"train.compile={compiled}")
+    assert any(cache.rglob("*.py")), "no inductor output: the tower was not compiled"
+    eager, compiled = _records(tmp_path / "false"), _records(tmp_path / "true")
+    assert [r["day"] for r in compiled] == ["2026-01-01", "2026-01-02"]
+    for term, v in eager[0]["loss"].items():
+        assert abs(compiled[0]["loss"][term] - v) <= 1e-5 * max(1.0, abs(v)), term
+    for m in ("student", "ta"):
+        for k in ("auc_loss", "log_loss"):
+            assert abs(compiled[1][m][k] - eager[1][m][k]) <= EXACT, (m, k, compiled[1][m][k], eager[1][m][k])
+    assert compiled[1]["student"]["auc_loss"] < compiled[0]["student"]["auc_loss"]  # it trained

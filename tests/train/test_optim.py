@@ -288,6 +288,65 @@ def test_bf16_rotations_track_the_float32_update():
     assert configured.soap.rotation_dtype == torch.bfloat16
 
 
+def test_bf16_factor_products_round_only_the_factors():
+    """factor_dtype=bfloat16 rounds the products G G^T, G^T G: over steps that update the factors
+    between two refreshes, the factors track the float32 ones to bf16 precision, the weights move
+    exactly as theirs (the basis is the same until the next refresh) and the state stays
+    float32; a block with a side < 64 keeps float32 products."""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    torch.manual_seed(0)
+    model = nn.Linear(64, 64)
+    kw = dict(lr=0.01, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=10, max_dim=64)
+    exact = BlockSOAP(model.parameters(), **kw)
+    other = copy.deepcopy(model)
+    low = BlockSOAP(other.parameters(), **kw, factor_dtype=torch.bfloat16)
+    x = torch.randn(1024, 64)
+    y = x @ torch.randn(64, 64) + 0.5 * torch.randn(1024, 64)
+    for i in range(8):  # steps 1-8: factors updated on 2-8, no refresh (frequency 10)
+        for m, o in ((model, exact), (other, low)):
+            o.zero_grad()
+            nn.functional.mse_loss(m(x[128 * i : 128 * (i + 1)]), y[128 * i : 128 * (i + 1)]).backward()
+            o.step()
+        assert torch.equal(model.weight, other.weight), i  # same basis, same gradients: same update
+    (left, right), (left_low, right_low) = exact.factors(model.weight), low.factors(other.weight)
+    for a, b in ((left, left_low), (right, right_low)):
+        rel = float((a - b).norm() / a.norm())
+        assert 1e-6 < rel < 1e-2, rel  # rounded (not the float32 products), to bf16 precision
+        assert b.dtype == torch.float32
+    narrow = nn.Linear(64, 63)
+    small = BlockSOAP(narrow.parameters(), **kw, factor_dtype=torch.bfloat16)
+    net2 = copy.deepcopy(narrow)
+    ref = BlockSOAP(net2.parameters(), **kw)
+    for _ in range(2):
+        for m, o in ((narrow, small), (net2, ref)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    assert torch.equal(small.factors(narrow.weight)[0], ref.factors(net2.weight)[0])
+    configured = Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(factor_dtype="bfloat16"))
+    assert configured.soap.factor_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_auto_low_precision_follows_the_device(monkeypatch, fast):
+    """optim.rotation_dtype / factor_dtype `auto`: bf16 on a CPU with AVX512-BF16 or AMX, the
+    weights' float32 elsewhere; the explicit values hold on any CPU."""
+    from recsys_matta.train.optim import fast_bf16_matmul, low_precision_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert fast_bf16_matmul(cpu) is fast
+    want = torch.bfloat16 if fast else None
+    assert low_precision_dtype("auto", cpu) is want
+    assert low_precision_dtype("float32", cpu) is None and low_precision_dtype("bfloat16", cpu) is torch.bfloat16
+    sh = Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="auto", factor_dtype="auto"))
+    assert sh.soap.rotation_dtype is want and sh.soap.factor_dtype is want
+    sh = Shampoo(nn.Linear(4, 3).parameters(), OptimConfig(rotation_dtype="float32", factor_dtype="bfloat16"))
+    assert sh.soap.rotation_dtype is None and sh.soap.factor_dtype is torch.bfloat16
+
+
 def test_batched_shampoo_steps_1d_parameters_as_adamw():
     """The biases ride in the Shampoo step's foreach ops; their trajectory is torch AdamW's
     (float64, weight decay on), and a state saved before the fold (a torch AdamW state under
