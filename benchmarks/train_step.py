@@ -68,6 +68,7 @@ from recsys_matta.distributed.factory import make_engine
 from recsys_matta.models.embedding import table_configs
 from recsys_matta.specs import FeatureSpec, load_spec
 from recsys_matta.specs.config import resolve_config
+from recsys_matta.train.optim import fast_bf16_matmul, low_precision_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
@@ -284,6 +285,11 @@ def main() -> None:
         "elastic": cfg0.elastic.model_dump(),
         "device": str(device),
         "precondition_frequency": freq,
+        # what `auto` resolved to on this machine (bf16 only where it multiplies bf16 fast)
+        "shampoo_dtypes": {
+            "rotation": str(low_precision_dtype(cfg0.optim.rotation_dtype, device) or torch.float32),
+            "factor": str(low_precision_dtype(cfg0.optim.factor_dtype, device) or torch.float32),
+        },
         "variants": {name: list(ov[len(ARMS["matta_shampoo"]) :]) for name, ov in variants.items()},
         "matmul_fp32_gflop_per_s": None if peak is None else round(peak / 1e9, 1),
         "steps_per_round": steps,
@@ -293,6 +299,8 @@ def main() -> None:
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "fast_bf16_matmul": fast_bf16_matmul(device),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_avg_1m_start": load_start,

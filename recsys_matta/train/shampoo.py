@@ -19,9 +19,10 @@ Blocks of one shape (from every weight) are stacked and updated with batched mat
 Python work per step grows with the number of distinct block shapes, not with the number of
 weights (heavyball's SOAP, which this replaces as the default, spent ~27 ms/step in Python on the
 default model at batch 1024, more than its matmuls); the elementwise Adam work of all shapes runs
-as one set of `torch._foreach_` ops. 1-D parameters (biases, norm scales) get AdamW with the same
-settings, as SOAP does without 1-D preconditioning, inside those same foreach ops (their "basis"
-is the identity; a separate torch AdamW cost ~0.7 ms a step for ~1,300 numbers on CPU).
+in one call of torch's fused Adam kernel (`_adam`: one pass over the moments, where 8 foreach
+ops made 8). 1-D parameters (biases, norm scales) get AdamW with the same settings, as SOAP does
+without 1-D preconditioning, in a second such call (their "basis" is the identity; a separate
+torch AdamW cost ~0.7 ms a step for ~1,300 numbers on CPU).
 
 Cost: per r x c block a step is 4 products of r*c*(r or c) multiply-adds (the two rotations in,
 the two back) plus 2 more on the steps that update the factors; on CPU those matmuls are ~80% of
@@ -44,6 +45,8 @@ from torch import Tensor, nn
 # bf16 bmm of a (k, 32, 128) block costs 2-5x the float32 one on CPU (oneDNN's per-call cost;
 # measured 1 thread: 45 vs 20 us, while (2, 256, 256) takes 728 vs 1457 us).
 _LOW_PRECISION_MIN_SIDE = 64
+# where torch has a fused Adam kernel (torch.optim.Adam(fused=True))
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 def _low_precision(dtype: torch.dtype | None, shape: tuple[int, int]) -> torch.dtype | None:
@@ -70,6 +73,7 @@ class _Group:
         self.shape, self.blocks = shape, blocks
         self.state: dict[str, Tensor] = {}  # L (k,r,r) R (k,c,c) QL (k,r,r) QR (k,c,c) M, V (k,r,c)
         self.bases: tuple[Tensor, ...] = ()  # QL^T, QR, QL, QR^T contiguous in the rotation dtype
+        self.update: Tensor | None = None  # (k, r, c) the step's update in the eigenbasis (scratch)
 
     def set_bases(self, dtype: torch.dtype | None) -> None:
         ql, qr = self.state["QL"], self.state["QR"]
@@ -145,8 +149,6 @@ class BlockSOAP:
     def step(self) -> None:
         self.step_count += 1
         t = self.step_count
-        b1, b2 = self.betas
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
         groups = [g for g in self.groups if all(b.param.grad is not None for b in g.blocks)]
         vecs = [i for i, p in enumerate(self.vectors) if p.grad is not None]
         if self.weight_decay:
@@ -168,28 +170,28 @@ class BlockSOAP:
             if not self.vector_state[i]:
                 zero = torch.zeros_like(self.vectors[i])
                 self.vector_state[i] = {"M": zero, "V": zero.clone()}
-        # the gradients in the eigenbasis (the vectors' own), then Adam there: every shape and
-        # every vector in one set of foreach ops
+        # the gradients in the eigenbasis, then Adam there: one fused pass over every shape's
+        # moments (the update lands in a zeroed buffer, -M_hat / (sqrt(V_hat) + eps)), and one
+        # over the vectors, which step in place (their "basis" is the identity)
         gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
-        gps += [self.vectors[i].grad for i in vecs]
-        ms = [g.state["M"] for g in groups] + [self.vector_state[i]["M"] for i in vecs]
-        vs = [g.state["V"] for g in groups] + [self.vector_state[i]["V"] for i in vecs]
-        torch._foreach_lerp_(ms, gps, 1 - b1)
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_addcmul_(vs, gps, gps, value=1 - b2)
-        denom = torch._foreach_sqrt(vs)  # sqrt(V_hat) = sqrt(V) / sqrt(bc2)
-        torch._foreach_div_(denom, math.sqrt(bc2))
-        torch._foreach_add_(denom, self.eps)
-        ups = torch._foreach_div(ms, denom)
+        for g in groups:
+            if g.update is None:
+                g.update = torch.zeros_like(g.state["M"])
+        ups = [g.update for g in groups]
+        if ups:
+            torch._foreach_zero_(ups)
+        _adam(ups, gps, [g.state["M"] for g in groups], [g.state["V"] for g in groups], t, 1.0, self.betas, self.eps)
+        vec = [self.vectors[i] for i in vecs]
+        _adam(vec, [p.grad for p in vec], [self.vector_state[i]["M"] for i in vecs],
+              [self.vector_state[i]["V"] for i in vecs], t, self.lr, self.betas, self.eps)  # fmt: skip
         views, upds = [], []
         for g, u in zip(groups, ups):
             u = _rotate(g.bases[2], u, g.bases[3])  # back to the weights' basis
             for j, blk in enumerate(g.blocks):
                 views.append(blk.param[blk.rows, blk.cols])
                 upds.append(u[j] if u.dtype == blk.param.dtype else u[j].to(blk.param.dtype))
-        views += [self.vectors[i] for i in vecs]
-        upds += ups[len(groups) :]
-        torch._foreach_add_(views, upds, alpha=-self.lr / bc1)  # M_hat = M / bc1
+        if views:
+            torch._foreach_add_(views, upds, alpha=self.lr)
         if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
             bs = self.shampoo_beta**self.factor_every
             for g, gr in zip(groups, grads):
@@ -286,6 +288,37 @@ def zero_grads(params: Iterable[nn.Parameter], set_to_none: bool = True) -> None
                 p.grad = None
             else:
                 p.grad.zero_()
+
+
+def _adam(
+    params: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], t: int, lr: float,
+    betas: tuple[float, float], eps: float,
+) -> None:
+    """Bias-corrected Adam at step `t` without weight decay, in place:
+    M <- lerp(M, G, 1 - b1), V <- b2 V + (1 - b2) G^2, P <- P - lr (M / bc1) / (sqrt(V / bc2) + eps),
+    in torch's fused kernel on CPU and CUDA (torch.optim.Adam(fused=True): one pass over each
+    tensor), in foreach ops elsewhere."""
+    if not params:
+        return
+    b1, b2 = betas
+    by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):
+        by_kind.setdefault((p.device, p.dtype), []).append(i)
+    for (device, _), idx in by_kind.items():
+        p, g, m, v = ([xs[i] for i in idx] for xs in (params, grads, ms, vs))
+        if device.type in _FUSED_ADAM_DEVICES:
+            step = [torch.full((), float(t), device=device)] * len(idx)
+            torch._fused_adam_(p, g, m, v, [], step, lr=lr, beta1=b1, beta2=b2, weight_decay=0.0, eps=eps,
+                               amsgrad=False, maximize=False)  # fmt: skip
+            continue
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        torch._foreach_lerp_(m, g, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, g, g, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(bc2))
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(p, m, denom, value=-lr / bc1)
 
 
 def _rotate(left: Tensor, x: Tensor, right: Tensor) -> Tensor:

@@ -158,12 +158,18 @@ def test_batched_shampoo_groups_blocks_by_shape():
     assert [tuple(p.shape) for p in opt.vectors] == [(11,), (1,)]
 
 
-def test_batched_shampoo_equals_a_plain_reference_with_blocks_and_refreshes():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-adam", "foreach-adam"])
+def test_batched_shampoo_equals_a_plain_reference_with_blocks_and_refreshes(fused, monkeypatch):
     """Square blocks (no degenerate eigenspaces, so the eigenbases are unique up to sign):
     weights (8, 8) and (4, 8) cut into 4 x 4 blocks, float64, 9 steps with a refresh every 3,
-    the recorded gradients replayed through a plain one-block-at-a-time implementation."""
+    the recorded gradients replayed through a plain one-block-at-a-time implementation; with
+    torch's fused Adam kernel (CPU, CUDA) and with the foreach ops (other devices)."""
+    from recsys_matta.train import shampoo
     from recsys_matta.train.shampoo import BlockSOAP
 
+    if not fused:
+        monkeypatch.setattr(shampoo, "_FUSED_ADAM_DEVICES", ())
+        monkeypatch.setattr(torch, "_fused_adam_", None)  # calling it would fail the test
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1)).double()
     ref = copy.deepcopy(model)
@@ -347,11 +353,17 @@ def test_auto_low_precision_follows_the_device(monkeypatch, fast):
     assert sh.soap.rotation_dtype is None and sh.soap.factor_dtype is torch.bfloat16
 
 
-def test_batched_shampoo_steps_1d_parameters_as_adamw():
-    """The biases ride in the Shampoo step's foreach ops; their trajectory is torch AdamW's
-    (float64, weight decay on), and a state saved before the fold (a torch AdamW state under
-    "adam") resumes to the same next step."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-adam", "foreach-adam"])
+def test_batched_shampoo_steps_1d_parameters_as_adamw(fused, monkeypatch):
+    """The biases ride in the Shampoo step's Adam pass; their trajectory is torch AdamW's
+    (float64, weight decay on; fused kernel and foreach ops alike), and a state saved before the
+    fold (a torch AdamW state under "adam") resumes to the same next step."""
+    from recsys_matta.train import shampoo
     from recsys_matta.train.shampoo import BlockSOAP
+
+    if not fused:
+        monkeypatch.setattr(shampoo, "_FUSED_ADAM_DEVICES", ())
+        monkeypatch.setattr(torch, "_fused_adam_", None)
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1)).double()
