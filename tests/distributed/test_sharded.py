@@ -21,7 +21,9 @@ the MatTA model does not; with Adam every model does.
 
 Tolerances: day 1 (both references) and day 2 against `union` agree to 6 decimals in AucLoss,
 log loss and calibration (tolerance EXACT = 1e-5); on day 3 (64 steps of float-level differences)
-calibration drifts by up to 4.5e-5 (DRIFT = 1e-4). Later days against `natural`: NATURAL_TOL in
+AucLoss and log loss stay within DRIFT = 1e-4 and calibration drifts by up to 4.5e-5 on an
+AVX512 CPU, 1.9e-4 on an AVX2 one (its BLAS rounds differently; CALIBRATION_DRIFT = 5e-4). Later
+days against `natural`: NATURAL_TOL in
 AucLoss and log loss (calibration swings after a few steps and is not compared).
 """
 
@@ -59,7 +61,8 @@ REL_AUC_LOSS = 0.02  # 2 ranks vs 1 process on the last day, relative (measured:
 MODELS = ("student", "ta", "baseline")
 EXACT = 1e-5
 OFF_SHARE = 1e-3  # baseline weights allowed off by more than DRIFT after day 2 of the resumed run
-DRIFT = 1e-4  # day 3 against `union`: float differences of 64 steps (calibration 4.5e-5 measured)
+DRIFT = 1e-4  # day 3 against `union`: float differences of 64 steps
+CALIBRATION_DRIFT = 5e-4  # measured 4.5e-5 (AVX512 CPU) and 1.9e-4 (AVX2 CPU)
 NATURAL_TOL = {"auc_loss": 0.04, "log_loss": 0.015}
 RUN = ("optim.dense=adam",)
 # a constraint next to the planner's own choices (2 ranks); a column-wise split in one process
@@ -181,7 +184,8 @@ def test_two_processes_match_one(runs):
     _assert_metrics(r2[0], natural[0], EXACT)  # day 1: before any training
     for a, b in zip(r2[1:], natural[1:]):
         _assert_metrics(a, b, NATURAL_TOL)
-    for a, b, tol in zip(r2, union, (EXACT, EXACT, DRIFT)):  # same rows per step: same training
+    day3 = {"auc_loss": DRIFT, "log_loss": DRIFT, "calibration": CALIBRATION_DRIFT}
+    for a, b, tol in zip(r2, union, (EXACT, EXACT, day3)):  # same rows per step: same training
         _assert_metrics(a, b, tol)
     # the day's training loss is the mean over both ranks' rows (rank 0's alone is 1% off here)
     for term, v in union[0]["loss"].items():
