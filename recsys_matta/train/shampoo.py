@@ -73,7 +73,6 @@ class _Group:
         self.shape, self.blocks = shape, blocks
         self.state: dict[str, Tensor] = {}  # L (k,r,r) R (k,c,c) QL (k,r,r) QR (k,c,c) M, V (k,r,c)
         self.bases: tuple[Tensor, ...] = ()  # QL^T, QR, QL, QR^T contiguous in the rotation dtype
-        self.update: Tensor | None = None  # (k, r, c) the step's update in the eigenbasis (scratch)
 
     def set_bases(self, dtype: torch.dtype | None) -> None:
         ql, qr = self.state["QL"], self.state["QR"]
@@ -171,15 +170,10 @@ class BlockSOAP:
                 zero = torch.zeros_like(self.vectors[i])
                 self.vector_state[i] = {"M": zero, "V": zero.clone()}
         # the gradients in the eigenbasis, then Adam there: one fused pass over every shape's
-        # moments (the update lands in a zeroed buffer, -M_hat / (sqrt(V_hat) + eps)), and one
-        # over the vectors, which step in place (their "basis" is the identity)
+        # moments (the update lands in zeros: -M_hat / (sqrt(V_hat) + eps)), and one over the
+        # vectors, which step in place (their "basis" is the identity)
         gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
-        for g in groups:
-            if g.update is None:
-                g.update = torch.zeros_like(g.state["M"])
-        ups = [g.update for g in groups]
-        if ups:
-            torch._foreach_zero_(ups)
+        ups = [torch.zeros_like(g.state["M"]) for g in groups]  # (k, r, c)
         _adam(ups, gps, [g.state["M"] for g in groups], [g.state["V"] for g in groups], t, 1.0, self.betas, self.eps)
         vec = [self.vectors[i] for i in vecs]
         _adam(vec, [p.grad for p in vec], [self.vector_state[i]["M"] for i in vecs],

@@ -21,10 +21,10 @@ the MatTA model does not; with Adam every model does.
 
 Tolerances: day 1 (both references) and day 2 against `union` agree to 6 decimals in AucLoss,
 log loss and calibration (tolerance EXACT = 1e-5); on day 3 (64 steps of float-level differences)
-AucLoss and log loss stay within DRIFT = 1e-4 and calibration drifts by up to 4.5e-5 on an
-AVX512 CPU, 1.9e-4 on an AVX2 one (its BLAS rounds differently; CALIBRATION_DRIFT = 5e-4). Later
-days against `natural`: NATURAL_TOL in
-AucLoss and log loss (calibration swings after a few steps and is not compared).
+AucLoss and log loss stay within DRIFT = 1e-4, and calibration drifts by up to 4.5e-5 on an
+AVX512 CPU and 1.9e-4 on an AVX2 one (measured; CALIBRATION_DRIFT = 5e-4). Later days against
+`natural`: NATURAL_TOL in AucLoss and log loss (calibration swings after a few steps and is not
+compared).
 """
 
 from __future__ import annotations
