@@ -390,4 +390,6 @@ def test_batched_shampoo_steps_1d_parameters_as_adamw(fused, monkeypatch):
     resumed = BlockSOAP(copy.deepcopy(model).parameters(), **kw, shampoo_beta=0.9, frequency=3, max_dim=8)
     resumed.load_state_dict(old)
     for a, b in zip(resumed.vector_state, opt.vector_state):
-        assert torch.equal(a["M"], b["M"]) and torch.equal(a["V"], b["V"])
+        # the same moments to the last bit or so: the fused kernel may round V one ulp apart from
+        # torch AdamW's (1.4e-16 relative on an AVX512 CPU, bit-equal on an AVX2 one)
+        assert torch.allclose(a["M"], b["M"], rtol=1e-14, atol=0) and torch.allclose(a["V"], b["V"], rtol=1e-14, atol=0)
