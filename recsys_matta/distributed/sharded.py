@@ -128,7 +128,7 @@ class ShardedEngine:
             apply_optimizer_in_backward(RowWiseAdagrad, list(m.ebc.parameters()), adagrad)
         self.step_module = TrainStep(
             models.model, models.trained_baseline, cfg.loss, label, elastic=cfg.elastic, seed=cfg.train.seed,
-            compile_tower=cfg.train.compile,
+            compile_tower=cfg.train.compile, precision=cfg.train.precision,
         )
         names = [k[len(TABLE_PREFIX) : -len(".weight")] for k in tables["model"]]
         self.plan = plan_sharding(self.step_module, names, cfg.dist, cfg.train.per_rank_batch(ctx.world_size), ctx)

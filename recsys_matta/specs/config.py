@@ -222,6 +222,10 @@ class TrainConfig(_Strict):
             on CPU, 5 graphs for the wide-narrow-wide family with one sample; the on-disk
             inductor cache makes later processes cheaper); families with more combinations
             than torch._dynamo's recompile limit run the rest eager (docs/tuning.md).
+        precision: `bfloat16` runs the MatTA model's forward in the training step under
+            `torch.autocast` (bf16 matmuls; norms, the loss, weights, gradients and optimizer
+            state float32); the baseline, evaluation and serving stay float32. Opt-in, for
+            GPUs and CPUs with fast bf16 (AMX); docs/tuning.md has its speed and AucLoss.
     """
 
     batch_size: int = Field(256, ge=1)
@@ -235,6 +239,7 @@ class TrainConfig(_Strict):
     progress: bool = True
     threads: int = Field(0, ge=0)
     compile: bool = False
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def per_rank_batch(self, world_size: int) -> int:
         """Rows per step on each of `world_size` ranks (`batch_size` is the global batch)."""

@@ -60,6 +60,10 @@ class TrainStep(nn.Module):
             (Student or TA alone, `share_params=false`).
         seed: the run's seed; the sampled sub-networks depend only on (seed, step).
         compile_tower: run the shared tower through `torch.compile` (`train.compile`).
+        precision: dtype of the MatTA model's forward in the step (`train.precision`): float32,
+            or bfloat16 through `torch.autocast` (matmuls in bf16, norms and the loss in float32;
+            weights, gradients and optimizer state stay float32). The baseline and evaluation
+            stay float32.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class TrainStep(nn.Module):
         elastic: ElasticConfig | None = None,
         seed: int = 0,
         compile_tower: bool = False,
+        precision: str = "float32",
     ):
         super().__init__()
         self.compile_tower = compile_tower  # not `compile`: that would hide nn.Module.compile
@@ -79,6 +84,9 @@ class TrainStep(nn.Module):
         nested = not getattr(model, "student_only", True) and model.cfg.share_params
         self.elastic = elastic if nested and elastic is not None and elastic.rule != "endpoints" else None
         self.seed = seed
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
+        self.autocast = precision == "bfloat16"
         self.step = 0  # optimizer steps so far (the distillation ramp reads it)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -89,7 +97,10 @@ class TrainStep(nn.Module):
         y = batch.label(self.label)  # (B,)
         choices = [] if self.elastic is None else sample_choices(self.model.cfg, self.elastic, self.seed, self.step)
         # (B,), (B,) or None, [(B,)]
-        logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices, compiled=self.compile_tower)
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logit_s, logit_ta, extra = self.model.forward_elastic(batch, choices, compiled=self.compile_tower)
+        if self.autocast:  # the loss in float32
+            logit_s, logit_ta, extra = _f32(logit_s), _f32(logit_ta), [_f32(x) for x in extra]
         terms = matta_loss(logit_s, logit_ta, y, self.step, self.loss_cfg, extra, self.elastic)
         total, out = terms.total, terms.detached()
         if self.baseline is not None:
@@ -120,6 +131,10 @@ class StepOptimizers:
     def step(self, closure=None) -> None:
         for o in self.opts:
             o.step()
+
+
+def _f32(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.float()
 
 
 def to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:

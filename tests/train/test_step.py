@@ -122,3 +122,43 @@ def test_train_compile_runs_the_tower_compiled_with_the_eager_losses(spec, synth
     assert dense
     for k in dense:
         assert torch.allclose(w_comp[k], w_eager[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_bf16_precision_runs_the_model_forward_in_bf16_and_the_loss_in_float32(spec, batch, monkeypatch):
+    """`train.precision=bfloat16`: the tower's matmuls under autocast (a bf16 linear output), the
+    loss and every gradient float32, the loss within bf16 rounding of the float32 step's, and the
+    baseline's term unchanged (it stays float32)."""
+    cfg = tiny_config()
+    models = make_engine(spec, cfg, "teacher", DistContext()).models
+    fp32 = TrainStep(models.model, models.baseline, cfg.loss, "teacher")
+    bf16 = TrainStep(models.model, models.baseline, cfg.loss, "teacher", precision="bfloat16")
+    dtypes, linear = [], torch.nn.functional.linear
+
+    def spy(*args, **kwargs):
+        out = linear(*args, **kwargs)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)  # the nested layers call F.linear
+    want, want_terms = fp32(batch)
+    n = len(dtypes)
+    got, terms = bf16(batch)
+    assert n and set(dtypes[:n]) == {torch.float32}
+    assert torch.bfloat16 in set(dtypes[n:])  # the MatTA tower's layers (the baseline's: float32)
+    assert got.dtype == torch.float32 and all(v.dtype == torch.float32 for v in terms.values())
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=2e-2)
+    assert float(got.detach()) != float(want.detach())  # bf16 did run
+    assert float(terms["loss/baseline"]) == float(want_terms["loss/baseline"])
+    got.sum().backward()
+    grads = [p.grad for p in models.model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="precision must be float32 or bfloat16, got 'fp16'"):
+        TrainStep(models.model, None, cfg.loss, "teacher", precision="fp16")
+
+
+def test_train_precision_reaches_the_engines_step(spec, batch):
+    engine = make_engine(spec, tiny_config("train.precision=bfloat16"), "teacher", DistContext())
+    assert engine.step_module.autocast
+    assert not make_engine(spec, tiny_config(), "teacher", DistContext()).step_module.autocast
+    (res,) = list(engine.train([batch], 0, DAYS[0]))
+    assert res.rows == batch.size and all(torch.isfinite(torch.tensor(v)) for v in res.terms.values())
