@@ -30,6 +30,9 @@ bf16 on this AVX512-BF16 CPU) vs 1.499 and 1.155 with both float32 (`--variant
 fp32=optim.rotation_dtype=float32,optim.factor_dtype=float32`) in the same run; 3.21 MFLOP per
 example. On an AVX2 CPU (no fast bf16: `auto` = float32; `machine.cpu_capability`,
 `shampoo_dtypes`): 1.394 / 1.375 at 256 and 1.130 / 1.134 at 1024 (two runs, load 0.3 -> 0.9).
+On an Intel CPU with AMX (bf16 default): 1.260 / 1.255 at 256 and 1.077 / 1.049 at 1024 (two
+runs, load 0.5 -> 1.0); there `--variant bf16=train.precision=bfloat16` (the model's forward
+under autocast) took 0.943x the default step at 256 and 0.820x at 1024.
 `--variant compiled=train.compile=true` times the step with the tower under torch.compile (its
 compiles fall in the warm-up): 0.81-0.91x the eager Shampoo step at batch 256, 0.90-1.05x at 1024
 (two runs, load 0.1-1.1; docs/tuning.md).

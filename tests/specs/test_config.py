@@ -48,6 +48,7 @@ def test_the_batch_size_is_global_and_split_over_the_ranks():
         ("optim.lrr=1", "optim.lrr: unknown key"),
         ("train.batch_size=0", "train.batch_size: Input should be greater than or equal to 1"),
         ("optim.dense=sgd", "optim.dense: Input should be 'shampoo', 'adam' or 'adagrad'"),
+        ("train.precision=fp16", "train.precision: Input should be 'float32' or 'bfloat16'"),
         ("preset=huge", "preset: unknown preset 'huge'"),
         ("model.d_model=[64,32]", "d_model [64, 32]: expected [narrow, wide]"),
         ("model.blocks.9.width=3", "model.blocks.9.width: '9' is not an index of a list of 4"),
