@@ -31,7 +31,8 @@ if [[ ${1:-} == --quick ]]; then
   shift
   : "${ROWS_PER_DAY:=50000}" "${DAYS:=2}" "${TIMEOUT_INSTALL:=60}" "${TIMEOUT_GENERATE:=60}"
   : "${TIMEOUT_DAILY:=100}" "${TIMEOUT_BENCH:=180}"  # per day; 60 + 2 x 100 + 180 s at most
-  : "${BENCH_ARGS:=--batch-sizes 1024 --arms matta_adam,matta_shampoo --rounds 3 --table-rows 50000,2000000 --sweep-batch 1024}"
+  # the bf16 variant: the model's forward under autocast (train.precision=bfloat16), never yet timed on a GPU
+  : "${BENCH_ARGS:=--batch-sizes 1024 --arms matta_adam,matta_shampoo --rounds 3 --table-rows 50000,2000000 --sweep-batch 1024 --variant bf16=train.precision=bfloat16}"
   export ROWS_PER_DAY DAYS TIMEOUT_INSTALL TIMEOUT_GENERATE TIMEOUT_DAILY TIMEOUT_BENCH BENCH_ARGS
 fi
 out=${1:-${GPU_CHECK_OUT:-/tmp/recsys_matta_gpu_check}}
