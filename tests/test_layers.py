@@ -42,3 +42,57 @@ def test_the_engine_interface_never_imports_its_implementation():
     assert not {"recsys_matta.distributed.sharded", "recsys_matta.distributed.factory"} & _imports(
         PKG / "distributed" / "engine.py"
     )
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (`from recsys_matta.x import y` counts as x.y
+    when x/y.py exists, else x)."""
+    mods = {
+        ".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PKG.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module in mods:
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                out.update(s for s in subs if s in mods)
+                if not all(s in mods for s in subs):
+                    out.add(node.module)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names if a.name in mods)
+        graph[name] = out - {name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (its modules in order), or None. Packages' __init__ re-exports are
+    skipped: they only hand names on."""
+    inits = {m for m in graph if (PKG.parent / m.replace(".", "/") / "__init__.py").exists()}
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for n in sorted(graph[m] - inits):
+            if state.get(n) == 1:
+                return path[path.index(n):] + [n]
+            if n not in state and (found := visit(n, path + [n])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(set(graph) - inits):
+        if m not in state and (found := visit(m, [m])):
+            return found
+    return None
+
+
+def test_no_two_modules_import_each_other_in_a_circle():
+    """Function-level imports count too: a circle hidden in a function body is still a circle."""
+    assert _cycle(_module_graph()) is None, " -> ".join(_cycle(_module_graph()))
+
+
+def test_the_circle_check_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

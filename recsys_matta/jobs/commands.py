@@ -13,6 +13,7 @@ from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import UserError
 from recsys_matta.jobs.lock import workdir_lock
+from recsys_matta.jobs.registering import gate_candidate, register_candidate, register_elastic
 from recsys_matta.specs import load_spec
 from recsys_matta.specs.config import RunConfig, resolve_config
 from recsys_matta.train.checkpoint import load_newest
@@ -47,8 +48,6 @@ def _open(trainer: OnlineTrainer, run_name: str):
 def register_latest(spec_path, data, workdir, config_path, overrides, console: Console) -> int:
     """Register the Student of the newest checkpoint as `candidate` (the next daily run gates
     it; the first version of a model becomes the champion at once). Returns the version."""
-    from recsys_matta.jobs.daily import register_candidate
-
     with workdir_lock(workdir):  # not while a daily job registers from this work directory
         trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
         record = trainer.history[-1]
@@ -59,8 +58,6 @@ def register_latest(spec_path, data, workdir, config_path, overrides, console: C
 
 def gate_day(spec_path, data, workdir, day, config_path, overrides, console: Console):
     """The delayed gate alone: the pending candidate vs the champion on `day` (no training)."""
-    from recsys_matta.jobs.daily import gate_candidate
-
     with workdir_lock(workdir):  # not while a daily job gates from this work directory
         trainer = load_trainer(spec_path, data, workdir, config_path, overrides)
         (day,) = trainer.reader.select_days(day)
@@ -105,11 +102,6 @@ def compare(spec_path, data, workdir, days_expr, config_path, overrides, console
     return rows
 
 
-def elastic_model_name(registered_model: str) -> str:
-    """The registered model holding the extracted sizes, one alias `wnw-k<K>` per size."""
-    return f"{registered_model}-elastic"
-
-
 def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, config_path, overrides, console: Console) -> dict:
     from recsys_matta.jobs.mixnmatch import best_under_budget, mixnmatch_report, parse_budget
 
@@ -151,47 +143,3 @@ def extract_command(spec_path, data, workdir, days_expr, register_ks, budget, co
         if register_ks:
             register_elastic(tracker, model, trainer.spec, Path(data), days, report, register_ks, trainer.cfg.registered_model, console)
     return report
-
-
-def register_elastic(
-    tracker, model, spec, data: Path, days: list[str], report: dict, ks, registered_model: str, console: Console,
-    trained_through: str | None = None,
-) -> dict[int, int]:
-    """Register the wide-narrow-wide Students with these K (rows of the Mix'n'Match `report`,
-    scored on `days`) as `<registered_model>-elastic@wnw-k<K>`; returns {K: version}. With
-    `trained_through` (the daily pipeline's extract stage) each version is tagged with it and a
-    K whose alias already points at a version trained through that day is left alone, so a
-    retried stage registers nothing twice."""
-    from recsys_matta.jobs.scoring import raw_frames
-    from recsys_matta.models.extract import extract, wide_narrow_wide
-    from recsys_matta.serving.pyfunc import log_student
-    from recsys_matta.tracking.registry import alias_version, register, version_info
-
-    by_k = {r["k"]: r for r in report["models"] if r["k"] is not None}
-    missing = [k for k in ks if k not in by_k]
-    if missing:
-        raise UserError(f"--register {missing[0]}: no wide-narrow-wide model with K={missing[0]}; have {sorted(by_k)}")
-    name = elastic_model_name(registered_model)
-    example = next(raw_frames(spec, Path(data), days[0], limit=5))
-    out: dict[int, int] = {}
-    for k in ks:
-        alias = f"wnw-k{k}"
-        if trained_through is not None and (v := alias_version(name, alias)) is not None:
-            if version_info(name, v)["tags"].get("trained_through") == trained_through:
-                console.print(f"{name}@{alias} is v{v}, trained through {trained_through} already", markup=False)
-                out[k] = v
-                continue
-        m = extract(model, wide_narrow_wide(model.cfg, k))
-        row = by_k[k]
-        uri = log_student(tracker, m, spec, example, name=alias, metadata={"k": k})
-        tags = {"k": k, "choice": row["choice"], "days": ",".join(days), "auc_loss": row["auc_loss"],
-                "baseline_auc_loss": report["baseline_auc_loss"], "dense_params": row["dense_params"],
-                "embedding_params": row["embedding_params"], "flops_per_example": row["flops_per_example"],
-                "latency_ms_per_1000": row["latency_ms_per_1000"], "trained_through": trained_through}  # fmt: skip
-        out[k] = v = register(uri, name, tags=tags, alias=alias)
-        console.print(
-            f"registered {name} v{v} as @{alias} (K={k}, {row['dense_params']:,} dense params, "
-            f"AucLoss {row['auc_loss']:.5f})",
-            markup=False,
-        )
-    return out

@@ -35,14 +35,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recsys_matta.data.partitions import parse_day
 from recsys_matta.distributed.context import DistContext
 from recsys_matta.errors import ServiceError, UserError
 from recsys_matta.jobs.lock import workdir_lock
 from recsys_matta.jobs.mixnmatch import mixnmatch_report
-from recsys_matta.jobs.scoring import raw_frames, score_pyfunc
+from recsys_matta.jobs.registering import elastic_model_name, gate_candidate, register_candidate, register_elastic
 from recsys_matta.jobs.train import ConsoleSink, prepare, summary_table
-from recsys_matta.models.extract import extract, student_choice
 from recsys_matta.specs import FeatureSpec
 from recsys_matta.specs.config import RunConfig
 from recsys_matta.train.checkpoint import atomic_write_text
@@ -72,96 +70,6 @@ class DailyOutcome:
     run_id: str | None = None
     tracking_uri: str | None = None
     elastic: dict = field(default_factory=dict)
-
-
-def gate_candidate(
-    spec: FeatureSpec, cfg: RunConfig, data: Path, day: str, tracker, step: int, console: Console | None = None
-):
-    """The delayed gate before training `day`: the `candidate` version (trained through an
-    earlier day, not gated yet) against the `champion`, both loaded from the registry and scored
-    on the raw rows of `day`. Returns the `GateDecision`, or None when there is nothing to gate
-    (no candidate, the candidate is the champion, already gated, or it has seen `day`)."""
-    from recsys_matta.tracking.registry import (
-        CANDIDATE,
-        alias_version,
-        champion_version,
-        gate,
-        load_champion,
-        load_version,
-        version_info,
-    )
-
-    name = cfg.registered_model
-    label = cfg.eval_label
-    cand, champ = alias_version(name, CANDIDATE), champion_version(name)
-
-    def skip(why: str) -> None:
-        if console is not None:
-            console.print(f"[bold]gate[/bold] {name} on {day}: nothing to judge ({why})")
-
-    if cand is None:
-        return skip("no candidate registered yet")
-    if cand == champ:
-        return skip(f"the candidate v{cand} is the champion already")
-    tags = version_info(name, cand)["tags"]
-    if "gate.day" in tags:
-        return skip(f"the candidate v{cand} was judged on {tags['gate.day']} already")
-    trained = tags.get("day")
-    if trained is None or parse_day(trained, spec) >= parse_day(day, spec):
-        log.warning("gate: %s v%d was trained through %s; it cannot be judged on %s", name, cand, trained, day)
-        return None
-    cand_auc = score_pyfunc(load_version(name, cand), spec, data, day, label).auc_loss
-    champ_auc = None if champ is None else score_pyfunc(load_champion(name), spec, data, day, label).auc_loss
-    decision = gate(name, cand, cand_auc, champ_auc, day=day, tracker=tracker)
-    tracker.log_metrics(
-        {"gate/candidate_auc_loss": cand_auc, "gate/champion_auc_loss": champ_auc, "gate/moved": float(decision.moved)},
-        step=step,
-    )
-    if console is not None:
-        champ_s = "none" if champ_auc is None else f"{champ_auc:.5f} (v{champ})"
-        console.print(
-            f"[bold]gate[/bold] {name} v{cand} (trained through {trained}) on {day}: candidate AucLoss "
-            f"{cand_auc:.5f} vs champion {champ_s} -> "
-            + ("[green]champion moved[/green]" if decision.moved else "[yellow]champion stays[/yellow]")
-            + f" ({decision.reason})"
-        )
-    return decision
-
-
-def register_candidate(
-    trainer: OnlineTrainer, record: DayRecord, data: Path, tracker, console: Console | None = None, model=None,
-    catch_up: bool = False,
-):
-    """Log the current Student as a pyfunc and register it (alias `candidate`, tagged with the
-    day it was trained through). When the model has no champion yet it becomes the champion
-    (nothing to compare with); otherwise tomorrow's gate judges it. Returns the new version and
-    the first-champion `GateDecision` (or None)."""
-    from recsys_matta.serving.pyfunc import log_student
-    from recsys_matta.tracking.registry import champion_version, gate, register, version_tags
-
-    spec, cfg = trainer.spec, trainer.cfg
-    if cfg.ta_alone:
-        raise UserError("ta_alone=true trains a study reference, not a servable Student: set daily.register_student=false")
-    day, name = record.day, cfg.registered_model
-    if model is None:
-        model, _ = trainer.export()
-    student = extract(model, student_choice(model.cfg))
-    example = next(raw_frames(spec, data, day, limit=5), None)
-    if example is None:
-        raise UserError(f"day {day} under {data} has no rows to take an input example from")
-    uri = log_student(tracker, student, spec, example, name="student", step=record.day_index, metadata={"day": day})
-    baseline_auc = record.baseline.auc_loss if record.baseline else None
-    version = register(uri, name, tags=version_tags(day, record.student.auc_loss, baseline_auc))
-    first = None
-    if champion_version(name) is None:
-        first = gate(name, version, record.student.auc_loss, None, day=day, tracker=tracker)
-    if console is not None:
-        console.print(
-            f"registered {name} v{version} (trained through {day}) as candidate"
-            + (" (catch-up: the run that trained it could not register it)" if catch_up else "")
-            + ("; no champion yet, so it is the champion" if first is not None else "; the next day's run gates it")
-        )
-    return version, first
 
 
 def _log_run_artifacts(trainer: OnlineTrainer, tracker, workdir: Path) -> None:
@@ -258,8 +166,6 @@ def extract_stage(s: DailySession, register_ks=(), trained_through: str | None =
             s.out.report["trained_through"] = s.trainer.done_days[-1]
             atomic_write_text(s.workdir / "mixnmatch" / "report.json", json.dumps(s.out.report, indent=2, default=str))
             if register_ks:
-                from recsys_matta.jobs.commands import register_elastic
-
                 s.out.elastic = register_elastic(
                     s.tracker, models[0], s.spec, s.data, s.out.report["days"], s.out.report, list(register_ks),
                     s.cfg.registered_model, s.console, trained_through=trained_through,
@@ -566,7 +472,6 @@ def _register_once(s: DailySession, record: DayRecord) -> int | None:
 
 
 def _extract_once(s: DailySession, record: DayRecord, register_ks: list[int]) -> dict | None:
-    from recsys_matta.jobs.commands import elastic_model_name
     from recsys_matta.tracking.registry import alias_version, version_info
 
     path = s.workdir / "mixnmatch" / "report.json"
@@ -587,7 +492,6 @@ def _extract_once(s: DailySession, record: DayRecord, register_ks: list[int]) ->
 
 def _day_report(s: DailySession, day: str) -> dict:
     """`reports/day=D.json`: the day's metrics, the gate judged on it, the registry's aliases."""
-    from recsys_matta.jobs.commands import elastic_model_name
     from recsys_matta.tracking.registry import CANDIDATE, _client, alias_version, champion_version
 
     record = next((r for r in s.trainer.history if r.day == day), None)

@@ -23,7 +23,7 @@ from recsys_matta.errors import UserError
 from recsys_matta.study.arms import ARM_BY_NAME, BASELINE, QUICK_DAYS, StudySettings
 from recsys_matta.study.report import arm_title, section
 from recsys_matta.study.results import aggregate, day_curves, job_seconds, json_safe, scored_days
-from recsys_matta.study.runner import Echo, Job, JobOutcome, run_jobs
+from recsys_matta.study.runner import Echo, Job, JobOutcome, job_config, run_jobs
 from recsys_matta.train.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,6 @@ def run_study(settings: StudySettings, echo: Echo = print, report_only: bool = F
             f"{len(failed)} job(s) did not finish: {', '.join(failed)} (see their train.log; rerun to resume)"
         )
     return meta
-
-
-def job_config(job: Job):
-    """The job's resolved RunConfig (rebuilt from its overrides, not read from a checkpoint)."""
-    from recsys_matta.specs.config import resolve_config
-
-    return resolve_config(job.config, list(job.overrides))
 
 
 def _eval_label(job: Job) -> str:

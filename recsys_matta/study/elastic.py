@@ -22,8 +22,8 @@ from pathlib import Path
 
 from recsys_matta.errors import UserError
 from recsys_matta.study.arms import ARM_BY_NAME
-from recsys_matta.study.report import format_pct, format_pm
 from recsys_matta.study.results import mean_std, scored_days
+from recsys_matta.study.runner import job_config
 
 MONOTONE_TOL = 0.001  # 0.1% relative per step of K
 
@@ -40,7 +40,6 @@ def shared_matta_arms(arms: list[str]) -> list[str]:
 
 def _load(job, spec, day: str):
     from recsys_matta.models import MatTAModel
-    from recsys_matta.study.command import job_config
     from recsys_matta.study.figures import _checkpoint
 
     cfg = job_config(job)
@@ -133,33 +132,6 @@ def _summarise(per_k: dict, base: dict, info: dict, n_days: int) -> dict:
         "steps": [{"from_k": a, "to_k": b, "rel_change": d} for a, b, d in steps],
     }
     return {"rows": rows, "baseline_auc_loss_mean": bm, "baseline_auc_loss_std": bsd, "targets": targets}
-
-
-def frontier_markdown(frontier: dict) -> str:
-    """One table per arm: K, size, cost, AucLoss, vs baseline; then the targets."""
-    out = []
-    for arm, a in frontier["arms"].items():
-        t = a["targets"]
-        out += [
-            f"**{ARM_BY_NAME[arm].title}** (`{arm}`): baseline {a['baseline_auc_loss_mean']:.5f}; every K better than "
-            f"the baseline: **{'yes' if t['every_k_beats_baseline'] else 'no'}** (worst {100 * t['worst_rel_improvement']:+.2f}%); "
-            f"non-increasing in K within {100 * frontier['monotone_tol']:.1f}% per step: "
-            f"**{'yes' if t['monotone'] else 'no'}** ("
-            + ", ".join(f"K{s['from_k']}→{s['to_k']} {100 * s['rel_change']:+.2f}%" for s in t["steps"])
-            + ")",
-            "",
-            "| K | choice | dense params | FLOPs/example | p50 ms / 1k rows | AucLoss (mean ± std) | vs baseline (paired) | seeds |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in a["rows"]:
-            lat = r.get("latency_ms_per_1000")
-            out.append(
-                f"| {r['k']} | {r.get('choice', '')} | {r.get('dense_params', 0):,} | {r.get('flops_per_example', 0):,.0f} | "
-                f"{'-' if lat is None else f'{lat:.2f}'} | {format_pm(r['auc_loss_mean'], r['auc_loss_std'])} | "
-                f"{format_pct(r['rel_improvement_mean'], r['rel_improvement_std'])} | {len(r['seeds'])} |"
-            )
-        out.append("")
-    return "\n".join(out)
 
 
 def _finite(x: float | None) -> bool:

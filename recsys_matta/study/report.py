@@ -187,8 +187,6 @@ def section(name: str, results: dict, meta: dict, figures: dict[str, str], tunin
     el = meta.get("elastic") or {}
     out += ["### Elastic Students: the wide-narrow-wide frontier per training rule", ""]
     if "arms" in el:
-        from recsys_matta.study.elastic import frontier_markdown
-
         out += [
             f"Every K of the sweep extracted from each MatTA arm's checkpoint of the day before each scored day "
             f"({_range(el.get('scored_days', []))}), scored on that day against the same seed's baseline: per seed the "
@@ -226,6 +224,33 @@ def section(name: str, results: dict, meta: dict, figures: dict[str, str], tunin
     if tuning:
         out += ["### Search and budget", "", tuning.strip(), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def frontier_markdown(frontier: dict) -> str:
+    """One table per arm: K, size, cost, AucLoss, vs baseline; then the targets."""
+    out = []
+    for arm, a in frontier["arms"].items():
+        t = a["targets"]
+        out += [
+            f"**{ARM_BY_NAME[arm].title}** (`{arm}`): baseline {a['baseline_auc_loss_mean']:.5f}; every K better than "
+            f"the baseline: **{'yes' if t['every_k_beats_baseline'] else 'no'}** (worst {100 * t['worst_rel_improvement']:+.2f}%); "
+            f"non-increasing in K within {100 * frontier['monotone_tol']:.1f}% per step: "
+            f"**{'yes' if t['monotone'] else 'no'}** ("
+            + ", ".join(f"K{s['from_k']}→{s['to_k']} {100 * s['rel_change']:+.2f}%" for s in t["steps"])
+            + ")",
+            "",
+            "| K | choice | dense params | FLOPs/example | p50 ms / 1k rows | AucLoss (mean ± std) | vs baseline (paired) | seeds |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in a["rows"]:
+            lat = r.get("latency_ms_per_1000")
+            out.append(
+                f"| {r['k']} | {r.get('choice', '')} | {r.get('dense_params', 0):,} | {r.get('flops_per_example', 0):,.0f} | "
+                f"{'-' if lat is None else f'{lat:.2f}'} | {format_pm(r['auc_loss_mean'], r['auc_loss_std'])} | "
+                f"{format_pct(r['rel_improvement_mean'], r['rel_improvement_std'])} | {len(r['seeds'])} |"
+            )
+        out.append("")
+    return "\n".join(out)
 
 
 def mix_table(mix: dict) -> str:

@@ -72,6 +72,13 @@ class Job:
         }
 
 
+def job_config(job: Job):
+    """The job's resolved RunConfig (rebuilt from its overrides, not read from a checkpoint)."""
+    from recsys_matta.specs.config import resolve_config
+
+    return resolve_config(job.config, list(job.overrides))
+
+
 # settings that change what a job keeps or shows, not what it computes: a resumed job may differ
 NO_RESULT_KEYS = ("train.keep_checkpoints", "train.progress")
 
@@ -134,10 +141,9 @@ def run_job(job: Job) -> dict:
         from recsys_matta.distributed.context import DistContext
         from recsys_matta.jobs.train import train_job
         from recsys_matta.specs import load_spec
-        from recsys_matta.specs.config import resolve_config
 
         spec = load_spec(job.spec)
-        cfg = resolve_config(job.config, list(job.overrides))
+        cfg = job_config(job)
         use_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
         ctx = DistContext(device=torch.device("cuda" if use_cuda else "cpu"))  # never a process group
         _, records = train_job(spec, cfg, Path(job.data), workdir, days_expr=",".join(job.days), ctx=ctx)

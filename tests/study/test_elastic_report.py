@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from recsys_matta.study.elastic import MONOTONE_TOL, _summarise, frontier_markdown
+from recsys_matta.study.elastic import MONOTONE_TOL, _summarise
+from recsys_matta.study.report import frontier_markdown
 from recsys_matta.study.results import json_safe
 
 
