@@ -33,6 +33,8 @@ example. On an AVX2 CPU (no fast bf16: `auto` = float32; `machine.cpu_capability
 On an Intel CPU with AMX (bf16 default): 1.260 / 1.255 at 256 and 1.077 / 1.049 at 1024 (two
 runs, load 0.5 -> 1.0); there `--variant bf16=train.precision=bfloat16` (the model's forward
 under autocast) took 0.943x the default step at 256 and 0.820x at 1024.
+Back on the AVX512-BF16 AMD CPU with the later Shampoo changes: 1.208 at 256 and 1.091 at 1024 (run J,
+load 0.4 -> 1.0; docs/tuning.md).
 `--variant compiled=train.compile=true` times the step with the tower under torch.compile (its
 compiles fall in the warm-up): 0.81-0.91x the eager Shampoo step at batch 256, 0.90-1.05x at 1024
 (two runs, load 0.1-1.1; docs/tuning.md).
