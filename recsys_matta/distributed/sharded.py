@@ -201,10 +201,6 @@ class ShardedEngine:
         model, baseline = out
         return model, self.models.baseline if self.models.baseline_frozen else baseline
 
-    def sharding_table(self) -> str:
-        """The plan, as TorchRec prints it."""
-        return str(self.plan)
-
     def train(self, batches: Iterable[Batch], first_step: int, day: str) -> Iterator[StepResult]:
         """One training step per batch (with several ranks every rank the same number, size-0
         batches included; in one process a batch without rows is no step); with `dist.pipeline`

@@ -38,10 +38,6 @@ def quiet_mlflow(quiet: bool = True) -> None:
         logging.getLogger("mlflow").setLevel(level)
 
 
-def is_quiet() -> bool:
-    return _QUIET[0]
-
-
 @contextlib.contextmanager
 def registry_chatter_dropped() -> Iterator[None]:
     """Around an MLflow registry call: its "Successfully registered" / "Created version" prints
