@@ -1,6 +1,7 @@
 """Markdown for the study: a Table-3-shaped table (arms x models: AucLoss, relative improvement),
-a Table-4-shaped one (parameter sharing on / off), the Mix'n'Match table and the figures, one
-section per dataset; and `merge_studies` (`matta study-report`), which gathers several study
+a Table-4-shaped one (parameter sharing on / off), the Mix'n'Match table, the elastic frontier's
+tables (`frontier_markdown`, of `study/elastic.elastic_frontier`) and the figures, one section per
+dataset; and `merge_studies` (`matta study-report`), which gathers several study
 folders into `docs/results.md` + `docs/results.json` with the PNGs copied beside them.
 
 `docs/results.md` keeps hand-written text: the generated part sits between two marker comments
