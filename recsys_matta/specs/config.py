@@ -193,6 +193,9 @@ class DataConfig(_Strict):
         return self.ids_per_feature.get(feature, self.ids)
 
 
+Precision = Literal["float32", "bfloat16"]  # train.precision; TrainStep checks against the same values
+
+
 class TrainConfig(_Strict):
     """The online loop.
 
@@ -239,7 +242,7 @@ class TrainConfig(_Strict):
     progress: bool = True
     threads: int = Field(0, ge=0)
     compile: bool = False
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
 
     def per_rank_batch(self, world_size: int) -> int:
         """Rows per step on each of `world_size` ranks (`batch_size` is the global batch)."""

@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
 import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recsys_matta.data.batch import Batch
-from recsys_matta.specs.config import ElasticConfig, LossConfig
+from recsys_matta.specs.config import ElasticConfig, LossConfig, Precision
 from recsys_matta.train.elastic import sample_choices
 from recsys_matta.train.loss import baseline_loss, matta_loss
 
@@ -75,7 +75,7 @@ class TrainStep(nn.Module):
         elastic: ElasticConfig | None = None,
         seed: int = 0,
         compile_tower: bool = False,
-        precision: str = "float32",
+        precision: Precision = "float32",
     ):
         super().__init__()
         self.compile_tower = compile_tower  # not `compile`: that would hide nn.Module.compile
@@ -84,8 +84,8 @@ class TrainStep(nn.Module):
         nested = not getattr(model, "student_only", True) and model.cfg.share_params
         self.elastic = elastic if nested and elastic is not None and elastic.rule != "endpoints" else None
         self.seed = seed
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
+        if precision not in get_args(Precision):
+            raise ValueError(f"precision must be {' or '.join(get_args(Precision))}, got {precision!r}")
         self.autocast = precision == "bfloat16"
         self.step = 0  # optimizer steps so far (the distillation ramp reads it)
 
