@@ -29,7 +29,8 @@ batch 256 and 1.086 at 1024 with the defaults (`optim.rotation_dtype=auto optim.
 bf16 on this AVX512-BF16 CPU) vs 1.499 and 1.155 with both float32 (`--variant
 fp32=optim.rotation_dtype=float32,optim.factor_dtype=float32`) in the same run; 3.21 MFLOP per
 example. On an AVX2 CPU (no fast bf16: `auto` = float32; `machine.cpu_capability`,
-`shampoo_dtypes`): 1.394 / 1.375 at 256 and 1.130 / 1.134 at 1024 (two runs, load 0.3 -> 0.9).
+`shampoo_dtypes`): 1.394 / 1.375 at 256 and 1.130 / 1.134 at 1024 (two runs, load 0.3 -> 0.9),
+1.493 and 1.111 in a later run (run N, load 0.1 -> 0.9; docs/tuning.md).
 On an Intel CPU with AMX (bf16 default): 1.260 / 1.255 at 256 and 1.077 / 1.049 at 1024 (two
 runs, load 0.5 -> 1.0); there `--variant bf16=train.precision=bfloat16` (the model's forward
 under autocast) took 0.943x the default step at 256 and 0.820x at 1024.
