@@ -60,8 +60,11 @@ class Shampoo:
     preconditioned jointly, as long as each dim <= `max_preconditioner_dim`; larger weights are
     cut into blocks of that size), eigenbases refreshed every `precondition_frequency` steps, and
     an Adam update in that eigenbasis (Adam grafted onto Shampoo's directions; bias-corrected).
-    For the first `start_preconditioning_step` steps it runs plain AdamW (the grafting method),
-    as Meta's distributed Shampoo does.
+    For the first `start_preconditioning_step` steps it runs plain AdamW (the grafting method)
+    in its own state; the SOAP state (factors, eigenbases, moments, bias correction) starts at
+    the switch, from that step's gradient, and AdamW's moments are not carried over. (Meta's
+    distributed Shampoo accumulates the factors from step 1 instead; not done here, where the
+    default is 0, no warm-up.)
 
     `optim.shampoo_impl`: `batched` (recsys_matta.train.shampoo, the default) or `heavyball`
     (heavyball 3.2.1 `SOAP`, eager, `split=True`; the reference it was measured against).

@@ -13,7 +13,10 @@ jointly with the rest of it (paper Figure 4). Per block, with G its gradient:
     W <- W - lr Q_L (M_hat / (sqrt(V_hat) + eps)) Q_R^T - lr wd W               # bias-corrected, AdamW
     every `frequency` steps: Q <- qr(L Q) (one power iteration; columns ordered by q_i^T L q_i),
         M rotated into the new basis, V permuted with the columns
-On the first step L, R = G G^T, G^T G and Q = their eigenvectors (eigh).
+On the first step L, R = G G^T, G^T G and Q = their eigenvectors (eigh). A parameter without a
+gradient in a step is left alone (as torch.optim does), and every block and 1-D parameter counts
+its own steps t (bias correction, factor interval, refresh): one whose first gradient comes late
+starts as a fresh one would.
 
 Blocks of one shape (from every weight) are stacked and updated with batched matmuls, so the
 Python work per step grows with the number of distinct block shapes, not with the number of
@@ -73,14 +76,48 @@ class _Group:
         self.shape, self.blocks = shape, blocks
         self.state: dict[str, Tensor] = {}  # L (k,r,r) R (k,c,c) QL (k,r,r) QR (k,c,c) M, V (k,r,c)
         self.bases: tuple[Tensor, ...] = ()  # QL^T, QR, QL, QR^T contiguous in the rotation dtype
+        self.steps = [0] * len(blocks)  # per block: the steps it took (its Adam bias correction)
+
+    def allocate(self, like: Tensor) -> None:
+        """Zero factors and moments, identity bases, for every block (like: (k', r, c))."""
+        (r, c), k = self.shape, len(self.blocks)
+        eye = lambda d: torch.eye(d, dtype=like.dtype, device=like.device).expand(k, d, d).clone()  # noqa: E731
+        zeros = lambda *s: torch.zeros(k, *s, dtype=like.dtype, device=like.device)  # noqa: E731
+        self.state = {"L": zeros(r, r), "R": zeros(c, c), "QL": eye(r), "QR": eye(c)}
+        self.state |= {"M": zeros(r, c), "V": zeros(r, c)}
+
+    def take(self, idx: list[int] | None) -> dict[str, Tensor]:
+        """The state of blocks `idx` (None: all, the state itself; else gathered copies)."""
+        return self.state if idx is None else {k: v[idx] for k, v in self.state.items()}
+
+    def put(self, idx: list[int] | None, part: dict[str, Tensor]) -> None:
+        """Write `take(idx)`'s tensors back (a no-op for idx None but for replaced ones)."""
+        for k, v in part.items():
+            if idx is None:
+                self.state[k] = v
+            else:
+                self.state[k][idx] = v
 
     def set_bases(self, dtype: torch.dtype | None) -> None:
         ql, qr = self.state["QL"], self.state["QR"]
         dtype = _low_precision(dtype, self.shape) or ql.dtype
         self.bases = tuple(q.to(dtype).contiguous() for q in (ql.transpose(1, 2), qr, ql, qr.transpose(1, 2)))
 
-    def grads(self) -> Tensor:
-        return torch.stack([b.param.grad[b.rows, b.cols] for b in self.blocks])  # (k, r, c)
+    def grads(self, idx: list[int] | None) -> Tensor:
+        blocks = self.blocks if idx is None else [self.blocks[j] for j in idx]
+        return torch.stack([b.param.grad[b.rows, b.cols] for b in blocks])  # (k', r, c)
+
+    def units(self) -> list[tuple[list[int] | None, int]]:
+        """The blocks that step now, as (indices or None for all, their step number t): the
+        blocks with a gradient, split by their own step count (one unit, None, when every block
+        has a gradient and the same count: the usual case)."""
+        by_t: dict[int, list[int]] = {}
+        for j, b in enumerate(self.blocks):
+            if b.param.grad is not None:
+                by_t.setdefault(self.steps[j] + 1, []).append(j)
+        if len(by_t) == 1 and len(next(iter(by_t.values()))) == len(self.blocks):
+            return [(None, next(iter(by_t)))]
+        return [(idx, t) for t, idx in by_t.items()]
 
 
 class BlockSOAP:
@@ -135,6 +172,7 @@ class BlockSOAP:
         self.matrices = [p for p in self.params if p.dim() == 2]
         self.vectors = [p for p in self.params if p.dim() != 2]  # AdamW: moments M, V per vector
         self.vector_state: list[dict[str, Tensor]] = [{} for _ in self.vectors]
+        self.vector_steps = [0] * len(self.vectors)  # per vector: the steps it took
         by_shape: dict[tuple[int, int], list[_Block]] = {}
         for p in self.matrices:
             for rows in _chunks(p.shape[0], max_dim):
@@ -146,77 +184,95 @@ class BlockSOAP:
     # ---- the update -----------------------------------------------------------------------
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter with a gradient (those without one are left alone, as
+        torch.optim does); each block and vector counts its own steps, so one that first gets a
+        gradient late is bias-corrected from its own first step."""
         self.step_count += 1
-        t = self.step_count
-        groups = [g for g in self.groups if all(b.param.grad is not None for b in g.blocks)]
-        vecs = [i for i, p in enumerate(self.vectors) if p.grad is not None]
+        units = [(g, idx, t) for g in self.groups for idx, t in g.units()]  # (group, blocks, their t)
+        vec_t: dict[int, list[int]] = {}  # t -> vectors with a gradient at their step t
+        for i, p in enumerate(self.vectors):
+            if p.grad is not None:
+                vec_t.setdefault(self.vector_steps[i] + 1, []).append(i)
         if self.weight_decay:
-            decayed = [p for p in self.matrices if p.grad is not None] + [self.vectors[i] for i in vecs]
+            decayed = [p for p in self.matrices if p.grad is not None]
+            decayed += [p for p in self.vectors if p.grad is not None]
             torch._foreach_mul_(decayed, 1 - self.lr * self.weight_decay)
-        if not groups and not vecs:
+        if not units and not vec_t:
             return
-        grads = []
-        for g in groups:
-            grad = g.grads()  # (k, r, c)
+        work = []  # (group, idx, t, gradient (k', r, c), its blocks' state, their bases)
+        for g, idx, t in units:
+            grad = g.grads(idx)  # (k', r, c)
             if grad.dtype in (torch.float16, torch.bfloat16):
                 grad = grad.float()
             if not g.state:
-                self._init(g, grad)
+                g.allocate(grad)
+            part = g.take(idx)
+            if t == 1:  # these blocks' first gradient: the factors are its own, the bases theirs
+                self._init(part, grad)
+                g.put(idx, part)
+                g.bases = ()
             if not g.bases:
                 g.set_bases(self.rotation_dtype)
-            grads.append(grad)
-        for i in vecs:
-            if not self.vector_state[i]:
-                zero = torch.zeros_like(self.vectors[i])
-                self.vector_state[i] = {"M": zero, "V": zero.clone()}
-        # the gradients in the eigenbasis, then Adam there: one fused pass over every shape's
-        # moments (the update lands in zeros: -M_hat / (sqrt(V_hat) + eps)), and one over the
-        # vectors, which step in place (their "basis" is the identity)
-        gps = [_rotate(g.bases[0], gr, g.bases[1]) for g, gr in zip(groups, grads)]
-        ups = [torch.zeros_like(g.state["M"]) for g in groups]  # (k, r, c)
-        _adam(ups, gps, [g.state["M"] for g in groups], [g.state["V"] for g in groups], t, 1.0, self.betas, self.eps)
-        vec = [self.vectors[i] for i in vecs]
-        _adam(vec, [p.grad for p in vec], [self.vector_state[i]["M"] for i in vecs],
-              [self.vector_state[i]["V"] for i in vecs], t, self.lr, self.betas, self.eps)  # fmt: skip
+            bases = g.bases if idx is None else tuple(b[idx] for b in g.bases)
+            work.append((g, idx, t, grad, part, bases))
+        for ts, idx in vec_t.items():
+            for i in idx:
+                if not self.vector_state[i]:
+                    zero = torch.zeros_like(self.vectors[i])
+                    self.vector_state[i] = {"M": zero, "V": zero.clone()}
+        # the gradients in the eigenbasis, then Adam there: one fused pass over the moments of
+        # every unit with the same step number (the update lands in zeros: -M_hat / (sqrt(V_hat)
+        # + eps)), and one over the vectors, which step in place (their "basis" is the identity)
+        gps = [_rotate(b[0], gr, b[1]) for _, _, _, gr, _, b in work]
+        ups = [torch.zeros_like(part["M"]) for *_, part, _ in work]  # (k', r, c)
+        for ts in sorted({t for _, _, t, *_ in work}):
+            at = [j for j, w in enumerate(work) if w[2] == ts]
+            _adam([ups[j] for j in at], [gps[j] for j in at], [work[j][4]["M"] for j in at],
+                  [work[j][4]["V"] for j in at], ts, 1.0, self.betas, self.eps)  # fmt: skip
+        for ts, idx in vec_t.items():
+            vec = [self.vectors[i] for i in idx]
+            _adam(vec, [p.grad for p in vec], [self.vector_state[i]["M"] for i in idx],
+                  [self.vector_state[i]["V"] for i in idx], ts, self.lr, self.betas, self.eps)  # fmt: skip
+            for i in idx:
+                self.vector_steps[i] = ts
         views, upds = [], []
-        for g, u in zip(groups, ups):
-            u = _rotate(g.bases[2], u, g.bases[3])  # back to the weights' basis
-            for j, blk in enumerate(g.blocks):
+        for (g, idx, _, _, _, bases), u in zip(work, ups):
+            u = _rotate(bases[2], u, bases[3])  # back to the weights' basis
+            for j, blk in enumerate(g.blocks if idx is None else [g.blocks[j] for j in idx]):
                 views.append(blk.param[blk.rows, blk.cols])
                 upds.append(u[j] if u.dtype == blk.param.dtype else u[j].to(blk.param.dtype))
         if views:
             torch._foreach_add_(views, upds, alpha=self.lr)
-        if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
-            bs = self.shampoo_beta**self.factor_every
-            for g, gr in zip(groups, grads):
+        bs = self.shampoo_beta**self.factor_every
+        for g, idx, t, gr, part, _ in work:
+            if t > 1 and t % self.factor_every == 0:  # the first step's factors are the first gradient's
                 low = _low_precision(self.factor_dtype, g.shape)
                 if low is None:
-                    g.state["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
-                    g.state["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
+                    part["L"].baddbmm_(gr, gr.transpose(1, 2), beta=bs, alpha=1 - bs)
+                    part["R"].baddbmm_(gr.transpose(1, 2), gr, beta=bs, alpha=1 - bs)
                 else:  # CPU bmm has no bf16-in, fp32-out form: the product is rounded to bf16
                     x = gr.to(low)
-                    g.state["L"].mul_(bs).add_(torch.bmm(x, x.transpose(1, 2)), alpha=1 - bs)
-                    g.state["R"].mul_(bs).add_(torch.bmm(x.transpose(1, 2), x), alpha=1 - bs)
-        if t % self.frequency == 0:
-            for g in groups:
-                self._refresh(g)
+                    part["L"].mul_(bs).add_(torch.bmm(x, x.transpose(1, 2)), alpha=1 - bs)
+                    part["R"].mul_(bs).add_(torch.bmm(x.transpose(1, 2), x), alpha=1 - bs)
+            refresh = t % self.frequency == 0
+            if refresh:
+                self._refresh(part)
+            g.put(idx, part)
+            if refresh:
                 g.set_bases(self.rotation_dtype)
+            for j in range(len(g.blocks)) if idx is None else idx:
+                g.steps[j] = t
 
-    def _init(self, g: _Group, grad: Tensor) -> None:
-        left = torch.bmm(grad, grad.transpose(1, 2))  # (k, r, r)
-        right = torch.bmm(grad.transpose(1, 2), grad)  # (k, c, c)
-        g.state = {
-            "L": left,
-            "R": right,
-            "QL": _eigenvectors(left),
-            "QR": _eigenvectors(right),
-            "M": torch.zeros_like(grad),
-            "V": torch.zeros_like(grad),
-        }
+    def _init(self, s: dict[str, Tensor], grad: Tensor) -> None:
+        """State `s` of blocks at their first gradient `grad` (k', r, c): the factors its own,
+        the bases their eigenvectors, the moments zero."""
+        s["L"] = torch.bmm(grad, grad.transpose(1, 2))  # (k', r, r)
+        s["R"] = torch.bmm(grad.transpose(1, 2), grad)  # (k', c, c)
+        s["QL"], s["QR"] = _eigenvectors(s["L"]), _eigenvectors(s["R"])
+        s["M"], s["V"] = torch.zeros_like(grad), torch.zeros_like(grad)
 
-    def _refresh(self, g: _Group) -> None:
-        """One power iteration + QR per factor; the moments follow the basis."""
-        s = g.state
+    def _refresh(self, s: dict[str, Tensor]) -> None:
+        """One power iteration + QR per factor of state `s`; the moments follow the basis."""
         for fac, q, axis in (("L", "QL", 1), ("R", "QR", 2)):
             old = s[q]
             lq = torch.bmm(s[fac], old)  # (k, d, d)
@@ -239,37 +295,51 @@ class BlockSOAP:
     def state_dict(self) -> dict:
         return {
             "step": self.step_count,
-            "groups": [{"shape": g.shape, "blocks": len(g.blocks), **g.state} for g in self.groups],
+            "groups": [
+                {"shape": g.shape, "blocks": len(g.blocks), "block_steps": list(g.steps), **g.state}
+                for g in self.groups
+            ],
             "vectors": [dict(v) for v in self.vector_state],
+            "vector_steps": list(self.vector_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s state onto the parameters' device (checkpoints are read onto
+        the CPU). Older states without per-block step counts: every block that has state took
+        the global `step` steps."""
         saved = [(tuple(s["shape"]), s["blocks"]) for s in state["groups"]]
         mine = [(g.shape, len(g.blocks)) for g in self.groups]
         if saved != mine:
             raise ValueError(f"Shampoo state has blocks {saved}, the model needs {mine}")
         self.step_count = int(state["step"])
         for g, s in zip(self.groups, state["groups"]):
-            g.state = {k: v.clone() for k, v in s.items() if isinstance(v, Tensor)}
+            device = g.blocks[0].param.device
+            g.state = {k: v.to(device, copy=True) for k, v in s.items() if isinstance(v, Tensor)}
+            g.steps = [int(n) for n in s.get("block_steps", [self.step_count if g.state else 0] * len(g.blocks))]
             g.bases = ()
         if "vectors" in state:
             if len(state["vectors"]) != len(self.vectors):
                 saved_n, mine_n = len(state["vectors"]), len(self.vectors)
                 raise ValueError(f"Shampoo state has {saved_n} 1-D parameters, the model needs {mine_n}")
-            self.vector_state = [{k: v.clone() for k, v in s.items()} for s in state["vectors"]]
+            saved_vectors = [dict(s) for s in state["vectors"]]
         else:  # checkpoints before the fold: a torch AdamW over the 1-D parameters, in order
             saved = (state.get("adam") or {}).get("state", {})
-            self.vector_state = [
-                {"M": st["exp_avg"].clone(), "V": st["exp_avg_sq"].clone()} if st else {}
+            saved_vectors = [
+                {"M": st["exp_avg"], "V": st["exp_avg_sq"]} if st else {}
                 for st in (saved.get(i, saved.get(str(i))) for i in range(len(self.vectors)))
             ]
+        self.vector_state = [
+            {k: v.to(p.device, copy=True) for k, v in s.items()} for p, s in zip(self.vectors, saved_vectors)
+        ]
+        default = [self.step_count if s else 0 for s in self.vector_state]
+        self.vector_steps = [int(n) for n in state.get("vector_steps", default)]
 
     def factors(self, param: nn.Parameter) -> list[Tensor] | None:
         """[L (r x r), R (c x c)] of the weight's first block (rows and columns from 0: all of
-        the weight when it fits one block), or None before the first step."""
+        the weight when it fits one block), or None before that block's first step."""
         for g in self.groups:
             for i, b in enumerate(g.blocks):
-                if b.param is param and b.rows.start == 0 and b.cols.start == 0 and g.state:
+                if b.param is param and b.rows.start == 0 and b.cols.start == 0 and g.steps[i]:
                     return [g.state["L"][i].clone(), g.state["R"][i].clone()]
         return None
 

@@ -393,3 +393,87 @@ def test_batched_shampoo_steps_1d_parameters_as_adamw(fused, monkeypatch):
         # the same moments to the last bit or so: the fused kernel may round V one ulp apart from
         # torch AdamW's (1.4e-16 relative on an AVX512 CPU, bit-equal on an AVX2 one)
         assert torch.allclose(a["M"], b["M"], rtol=1e-14, atol=0) and torch.allclose(a["V"], b["V"], rtol=1e-14, atol=0)
+
+
+def _two_equal_weights(seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False), nn.Linear(6, 6)
+
+
+def test_block_soap_steps_a_weight_whose_group_mate_has_no_gradient():
+    """Blocks of one shape from several weights share one stacked group; a weight with a
+    gradient is stepped exactly as if alone when another of its shape has none, the one without
+    is left alone (as torch.optim does), and its first gradient, 5 steps later, is
+    bias-corrected from its own first step: the same update as a fresh optimizer's first."""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    kw = dict(lr=0.05, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=8)
+    used, unused, head = _two_equal_weights()
+    alone, alone_head = copy.deepcopy(used), copy.deepcopy(head)
+    late, late_head = copy.deepcopy(unused), copy.deepcopy(head)  # a fresh optimizer's first step of `unused`
+    opt = BlockSOAP([*used.parameters(), *unused.parameters(), *head.parameters()], **kw)
+    ref = BlockSOAP([*alone.parameters(), *alone_head.parameters()], **kw)
+    shared = {id(used.weight), id(unused.weight), id(head.weight)}
+    assert any({id(b.param) for b in g.blocks} == shared for g in opt.groups)  # one stacked group
+    x, y = _problem()
+    x = x[:, :6]
+    frozen = unused.weight.detach().clone()
+    for _ in range(5):
+        for o, net in ((opt, (used, head)), (ref, (alone, alone_head))):
+            o.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(net[1](net[0](x)).sum(1), y).backward()
+            o.step()
+        assert torch.equal(used.weight, alone.weight) and torch.equal(head.weight, alone_head.weight)
+    assert torch.equal(unused.weight, frozen)  # no gradient: not moved
+    assert opt.factors(unused.weight) is None and opt.factors(used.weight) is not None
+
+    opt.zero_grad()
+    nn.functional.binary_cross_entropy_with_logits(head(unused(x)).sum(1), y).backward()
+    grad = unused.weight.grad.clone()
+    opt.step()
+    fresh = BlockSOAP(late.parameters(), **kw)
+    late.weight.grad = grad
+    fresh.step()
+    assert torch.allclose(unused.weight, late.weight, atol=1e-7, rtol=0)
+    assert float((unused.weight - frozen).abs().max()) > 0.01
+
+
+def test_block_soap_state_loads_onto_the_parameters_device_and_old_states_resume():
+    """Checkpoints are read onto the CPU: load_state_dict moves every tensor to the parameters'
+    device (here `meta`, standing in for CUDA); a state saved before per-block step counts
+    (no `block_steps` / `vector_steps`) resumes to the same next step."""
+    from recsys_matta.train.shampoo import BlockSOAP
+
+    kw = dict(lr=0.05, betas=(0.9, 0.95), shampoo_beta=0.9, eps=1e-8, weight_decay=0.0, frequency=3, max_dim=8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1))
+    opt = BlockSOAP(model.parameters(), **kw)
+    x, y = _problem()
+
+    def step(o, m):
+        o.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(m(x[:, :6]).squeeze(1), y).backward()
+        o.step()
+
+    for _ in range(4):
+        step(opt, model)
+    state = opt.state_dict()
+    assert state["vector_steps"] == [4, 4] and all(g["block_steps"] == [4] * g["blocks"] for g in state["groups"])
+
+    on_meta = BlockSOAP(copy.deepcopy(model).to("meta").parameters(), **kw)
+    on_meta.load_state_dict(copy.deepcopy(state))
+    tensors = [v for g in on_meta.groups for v in g.state.values()]
+    tensors += [v for s in on_meta.vector_state for v in s.values()]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+
+    old = copy.deepcopy(state)
+    old.pop("vector_steps")
+    for g in old["groups"]:
+        g.pop("block_steps")
+    twin = copy.deepcopy(model)
+    resumed = BlockSOAP(twin.parameters(), **kw)
+    resumed.load_state_dict(old)
+    for _ in range(3):  # across a refresh (step 6)
+        step(opt, model), step(resumed, twin)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
