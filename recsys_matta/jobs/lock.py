@@ -8,7 +8,8 @@ holding process exits in any way (a crash, SIGKILL, OOM), so a stale `.lock` fil
 a later job. The file's content (PID, host, command, start time) is only for the message.
 
 Under torchrun rank 0 takes the lock for the job and every rank learns the outcome, so all ranks
-of a refused job stop together.
+of a refused job stop together (also when rank 0 cannot take it at all: a `UserError` naming
+the lock file, on every rank).
 """
 
 from __future__ import annotations
@@ -77,9 +78,16 @@ def workdir_lock(workdir: str | Path, ctx: "DistContext | None" = None) -> Itera
     """Hold `<workdir>/.lock` for the block (rank 0 of `ctx` takes it; all ranks raise
     `WorkdirLocked` when it is held by another job)."""
     main = ctx is None or ctx.is_main
-    fd, holder = try_lock(workdir) if main else (None, "")
-    if ctx is not None and ctx.distributed:
-        holder = ctx.all_gather_object(holder)[0]
+    fd, holder, failed = None, "", ""
+    if main:
+        try:
+            fd, holder = try_lock(workdir)
+        except OSError as e:  # e.g. an unwritable or non-directory workdir, no flock on its filesystem
+            failed = f"{Path(workdir) / LOCK_FILE}: cannot take the work directory's lock: {e}"
+    if ctx is not None and ctx.distributed:  # every rank learns rank 0's outcome, so all stop together
+        holder, failed = ctx.all_gather_object((holder, failed))[0]
+    if failed:
+        raise UserError(failed)
     if holder:
         raise WorkdirLocked(
             f"{Path(workdir) / LOCK_FILE}: another job is running on this work directory "

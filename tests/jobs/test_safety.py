@@ -87,3 +87,15 @@ def test_the_lock_is_released_when_the_holder_dies(tmp_path):
     fd, _ = try_lock(tmp_path)
     assert fd is not None
     os.close(fd)
+
+
+def test_a_workdir_that_cannot_be_locked_is_a_user_error_naming_the_lock_file(tmp_path):
+    """An OS error taking the lock (here: the workdir's parent is a file) is a UserError (exit 2
+    from the CLI) naming `<workdir>/.lock`, not a raw OSError."""
+    from recsys_matta.errors import UserError
+
+    (tmp_path / "file").write_text("x")
+    workdir = tmp_path / "file" / "wd"
+    with pytest.raises(UserError, match=r"file/wd/\.lock: cannot take the work directory's lock"):
+        with workdir_lock(workdir):
+            pass
