@@ -111,10 +111,7 @@ class _Group:
         """The blocks that step now, as (indices or None for all, their step number t): the
         blocks with a gradient, split by their own step count (one unit, None, when every block
         has a gradient and the same count: the usual case)."""
-        by_t: dict[int, list[int]] = {}
-        for j, b in enumerate(self.blocks):
-            if b.param.grad is not None:
-                by_t.setdefault(self.steps[j] + 1, []).append(j)
+        by_t = _due(self.steps, [b.param for b in self.blocks])
         if len(by_t) == 1 and len(next(iter(by_t.values()))) == len(self.blocks):
             return [(None, next(iter(by_t)))]
         return [(idx, t) for t, idx in by_t.items()]
@@ -189,10 +186,7 @@ class BlockSOAP:
         gradient late is bias-corrected from its own first step."""
         self.step_count += 1
         units = [(g, idx, t) for g in self.groups for idx, t in g.units()]  # (group, blocks, their t)
-        vec_t: dict[int, list[int]] = {}  # t -> vectors with a gradient at their step t
-        for i, p in enumerate(self.vectors):
-            if p.grad is not None:
-                vec_t.setdefault(self.vector_steps[i] + 1, []).append(i)
+        vec_t = _due(self.vector_steps, self.vectors)  # t -> vectors with a gradient at their step t
         if self.weight_decay:
             decayed = [p for p in self.matrices if p.grad is not None]
             decayed += [p for p in self.vectors if p.grad is not None]
@@ -215,7 +209,7 @@ class BlockSOAP:
                 g.set_bases(self.rotation_dtype)
             bases = g.bases if idx is None else tuple(b[idx] for b in g.bases)
             work.append((g, idx, t, grad, part, bases))
-        for ts, idx in vec_t.items():
+        for idx in vec_t.values():
             for i in idx:
                 if not self.vector_state[i]:
                     zero = torch.zeros_like(self.vectors[i])
@@ -342,6 +336,15 @@ class BlockSOAP:
                 if b.param is param and b.rows.start == 0 and b.cols.start == 0 and g.steps[i]:
                     return [g.state["L"][i].clone(), g.state["R"][i].clone()]
         return None
+
+
+def _due(steps: list[int], params: list[Tensor]) -> dict[int, list[int]]:
+    """{t: indices i whose params[i] has a gradient and steps now for the t-th time (steps[i] + 1)}."""
+    by_t: dict[int, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.grad is not None:
+            by_t.setdefault(steps[i] + 1, []).append(i)
+    return by_t
 
 
 def zero_grads(params: Iterable[nn.Parameter], set_to_none: bool = True) -> None:
